@@ -40,7 +40,9 @@ class MLP(ResizableModel):
         check_widths([in_features, out_features, *hidden], "MLP sizes")
         sizes = [in_features, *hidden, out_features]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(w) if batchnorm else nn.Identity() for w in hidden)
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(w) if batchnorm else nn.Identity() for w in hidden
+        )
         self.acts = nn.ModuleList(activation() for _ in hidden)
         self.batchnorm = batchnorm
 

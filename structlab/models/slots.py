@@ -99,8 +99,10 @@ class LayerSlot:
 
 def _param(module: nn.Module, name: str):
     """The trainable tensor behind ``module.<name>`` (``<name>_orig`` when a mask is applied)."""
-    return getattr(module, name + "_orig") if hasattr(module, name + "_orig") else getattr(
-        module, name
+    return (
+        getattr(module, name + "_orig")
+        if hasattr(module, name + "_orig")
+        else getattr(module, name)
     )
 
 

@@ -115,15 +115,16 @@ class VGG(ResizableModel):
         slots = []
         n = len(self.convs)
         for i in range(n):
-            last = i == n - 1
+            if i == n - 1:
+                consumer = Consumer(self.dense[0], self.spatial)
+            else:
+                consumer = Consumer(self.convs[i + 1])
             slots.append(
                 LayerSlot(
                     name=f"conv{i}",
                     producers=[self.convs[i]],
                     norms=[self.bns[i]] if self.batchnorm else [],
-                    consumers=[
-                        Consumer(self.dense[0], self.spatial) if last else Consumer(self.convs[i + 1])
-                    ],
+                    consumers=[consumer],
                     activation=self.acts[i],
                     kind="conv",
                 )

@@ -9,7 +9,7 @@ mask entry back to 1 revives the connection: pruning through masks is *ephemeral
 
 Scores used to choose connections (§3.3.1, "Measuring Entities"):
 
-* ``"magnitude"``: ``|w|`` (Han et al. 2015 {cite}`han2015learning`);
+* ``"magnitude"``: ``|w|`` (Han et al. 2015);
 * ``"taylor"``: the first-order Taylor estimate of the loss change when ``w`` is set to zero,
   ``|w * dL/dw|`` (cf. LeCun et al. 1990; Lee et al. 2019 "SNIP" use the same connection
   sensitivity);
@@ -236,12 +236,11 @@ def _check_amount(amount: float | int, available: int, what: str) -> int:
 
 
 def _select_lowest(
-    mods: list[nn.Module], scores: list[torch.Tensor], eligible: list[torch.Tensor], n: int,
-    granularity: str,
+    scores: list[torch.Tensor], eligible: list[torch.Tensor], n: int, granularity: str
 ) -> list[torch.Tensor]:
     """Boolean selections of the ``n`` eligible entries with the lowest scores, jointly."""
     flat_s, flat_e, sizes = [], [], []
-    for m, s, e in zip(mods, scores, eligible):
+    for s, e in zip(scores, eligible):
         if granularity == "kernel" and s.dim() == 4:
             s, e = s[:, :, :1, :1], e[:, :, :1, :1]  # one entry per kernel
         flat_s.append(s.reshape(-1).float().cpu())
@@ -252,10 +251,10 @@ def _select_lowest(
     s_all = torch.where(e_all, s_all, torch.full_like(s_all, float("inf")))
     chosen = torch.zeros_like(e_all)
     if n > 0:
-        idx = torch.argsort(s_all, stable=True)[:n]
+        idx = torch.topk(s_all, n, largest=False, sorted=False).indices
         chosen[idx] = True
     out, start = [], 0
-    for m, size, s in zip(mods, sizes, scores):
+    for size, s in zip(sizes, scores):
         part = chosen[start : start + size]
         start += size
         if granularity == "kernel" and s.dim() == 4:
@@ -301,8 +300,11 @@ def prune_global(
         raise ValueError("the 'taylor' score needs gradients (see connection_gradients)")
     scores = [
         connection_scores(
-            m, method, gradient=None if gradients is None else gradients[m],
-            generator=generator, granularity=granularity,
+            m,
+            method,
+            gradient=None if gradients is None else gradients[m],
+            generator=generator,
+            granularity=granularity,
         )
         for m in mods
     ]
@@ -312,7 +314,7 @@ def prune_global(
         for e in eligible
     )
     n = _check_amount(amount, available, "amount")
-    chosen = _select_lowest(mods, scores, eligible, n, granularity)
+    chosen = _select_lowest(scores, eligible, n, granularity)
     masks = {}
     for m, c in zip(mods, chosen):
         new = get_mask(m).clone()
@@ -340,8 +342,13 @@ def prune_unstructured(
     for m in _as_modules(target):
         masks.update(
             prune_global(
-                [m], amount, method=method, gradients=gradients, granularity=granularity,
-                generator=generator, optimizer=optimizer,
+                [m],
+                amount,
+                method=method,
+                gradients=gradients,
+                granularity=granularity,
+                generator=generator,
+                optimizer=optimizer,
             )
         )
     return masks
@@ -393,10 +400,11 @@ def regrow_connections(
             # lowest of -|g| = largest |g|
             scores = [-gradients[m].abs().to(get_mask(m)) for m in group]
         else:
-            scores = [torch.rand(get_mask(m).shape, generator=generator).to(get_mask(m))
-                      for m in group]
+            scores = [
+                torch.rand(get_mask(m).shape, generator=generator).to(get_mask(m)) for m in group
+            ]
         n = _check_amount(amount, sum(int(d.sum()) for d in dormant), "amount")
-        chosen = _select_lowest(group, scores, dormant, n, "weight")
+        chosen = _select_lowest(scores, dormant, n, "weight")
         for m, c in zip(group, chosen):
             mask = get_mask(m).clone()
             mask[c] = 1

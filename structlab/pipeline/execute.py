@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from structlab.pipeline.chapters import Chapter, list_chapters, project_root
 
@@ -103,7 +103,7 @@ def run_chapter(
     try:
         pm.execute_notebook(
             str(chapter.path), str(tmp), parameters=parameters, cwd=str(chapter.path.parent),
-            kernel_name="python3", progress_bar=progress, request_save_on_cell_execute=False,
+            kernel_name="python3", progress_bar=progress, request_save_on_cell_execute=True,
         )
     except BaseException:
         failed = root / "results" / chapter.slug / f"{chapter.slug}-failed.ipynb"
