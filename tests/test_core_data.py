@@ -157,3 +157,28 @@ def test_pad_images_centres_and_refuses_shrinking():
     assert torch.equal(padded.inputs[..., 2:30, 2:30], data.inputs)
     with pytest.raises(ValueError):
         pad_images(data, 20)
+
+
+def test_isic2019_loader_reads_resizes_and_caches(tmp_path):
+    from PIL import Image
+
+    from structlab.data.fullscale import load_fullscale
+
+    folder = tmp_path / "isic2019"
+    images = folder / "ISIC_2019_Training_Input"
+    images.mkdir(parents=True)
+    header = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"
+    rows = [header]
+    for i in range(20):
+        Image.new("RGB", (40, 30), color=(10 * i, 5, 200)).save(images / f"ISIC_{i:07d}.jpg")
+        onehot = ["0.0"] * 9
+        onehot[i % 8] = "1.0"
+        rows.append(f"ISIC_{i:07d}," + ",".join(onehot))
+    (folder / "ISIC_2019_Training_GroundTruth.csv").write_text("\n".join(rows) + "\n")
+    train = load_fullscale("isic2019", "train", root=tmp_path, download=False, image_size=16)
+    test = load_fullscale("isic2019", "test", root=tmp_path, download=False, image_size=16)
+    assert train.inputs.shape == (18, 3, 16, 16) and len(test) == 2
+    assert train.classes[:2] == ["MEL", "NV"] and int(train.targets.max()) <= 7
+    assert (folder / "isic2019_16px.pt").is_file()
+    with pytest.raises(DatasetUnavailableError, match="isic2019"):
+        load_fullscale("isic2019", "train", root=tmp_path / "empty", download=False)

@@ -20,6 +20,8 @@ __all__ = ["FULLSCALE_SOURCES", "load_fullscale"]
 ROTMNIST_URL = "http://www.iro.umontreal.ca/~lisa/icml2007data/mnist_rotation_new.zip"
 GALAXY10_URL = "https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5"
 IMAGEWOOF_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz"
+ISIC2019_URL = "https://isic-challenge-data.s3.amazonaws.com/2019/"
+ISIC2019_FILES = ("ISIC_2019_Training_Input.zip", "ISIC_2019_Training_GroundTruth.csv")
 
 #: Where each full-scale dataset comes from, as shown in error messages and data/README.md.
 FULLSCALE_SOURCES = {
@@ -30,6 +32,7 @@ FULLSCALE_SOURCES = {
     "galaxy10": GALAXY10_URL + " (needs `pip install h5py`)",
     "imagenette": "torchvision.datasets.Imagenette (fast.ai, 160px)",
     "imagewoof": IMAGEWOOF_URL,
+    "isic2019": ISIC2019_URL + " + ".join(ISIC2019_FILES) + " (9.1 GB; ISIC Archive, CC BY-NC)",
 }
 
 
@@ -136,6 +139,47 @@ def _imagewoof(root: Path, split: str, download: bool, image_size: int = 64):
     return _image_folder(folder, image_size)
 
 
+def _isic2019(root: Path, split: str, download: bool, image_size: int = 64):
+    """ISIC 2019 training set: 25,331 dermoscopic images, 8 diagnoses plus the unknown class
+    (the 9 columns of the ground truth), resized to ``image_size`` and cached as a tensor file;
+    a seeded 90/10 split of it gives train and test (thesis §4.5)."""
+    from PIL import Image
+    from torchvision.datasets.utils import download_and_extract_archive, download_url
+    from torchvision.transforms.functional import pil_to_tensor
+
+    cache = root / f"isic2019_{image_size}px.pt"
+    if cache.is_file():
+        x, y, classes = torch.load(cache)
+    else:
+        zip_name, csv_name = ISIC2019_FILES
+        images_dir = root / "ISIC_2019_Training_Input"
+        if not (root / csv_name).is_file() or not images_dir.is_dir():
+            if not download:
+                raise FileNotFoundError(images_dir)
+            download_url(ISIC2019_URL + csv_name, str(root))
+            download_and_extract_archive(ISIC2019_URL + zip_name, str(root))
+        lines = (root / csv_name).read_text().strip().splitlines()
+        classes = lines[0].split(",")[1:]
+        names, labels = [], []
+        for line in lines[1:]:
+            fields = line.split(",")
+            names.append(fields[0])
+            labels.append(int(np.argmax([float(v) for v in fields[1:]])))
+        chunks = []
+        for name in names:
+            with Image.open(images_dir / f"{name}.jpg") as img:
+                t = pil_to_tensor(img.convert("RGB")).float().div_(255.0).unsqueeze(0)
+            chunks.append(_resize(t, image_size))
+        x, y = torch.cat(chunks), torch.tensor(labels, dtype=torch.int64)
+        tmp = cache.with_suffix(".tmp")
+        torch.save((x, y, classes), tmp)
+        tmp.replace(cache)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_test = len(x) // 10
+    index = perm[n_test:] if split == "train" else perm[:n_test]
+    return (x[index], y[index]), list(classes)
+
+
 _LOADERS: dict[str, Callable] = {
     "mnist": lambda root, split, download: _torchvision_arrays("MNIST", root, split, download),
     "cifar10": lambda root, split, download: _torchvision_arrays("CIFAR10", root, split,
@@ -146,6 +190,7 @@ _LOADERS: dict[str, Callable] = {
     "galaxy10": _galaxy10,
     "imagenette": _imagenette,
     "imagewoof": _imagewoof,
+    "isic2019": _isic2019,
 }
 
 

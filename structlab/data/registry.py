@@ -68,6 +68,9 @@ DATASETS: dict[str, DatasetSpec] = {
                     "(kwarg image_size=64)", False, _full("imagenette")),
         DatasetSpec("imagewoof", "Imagewoof (10 dog breeds of ImageNet), resized "
                     "(kwarg image_size=64)", False, _full("imagewoof")),
+        DatasetSpec("isic2019", "ISIC 2019 dermoscopy, 25,331 images resized (kwarg "
+                    "image_size=64), 8 diagnoses + unknown; seeded 90/10 split", False,
+                    _full("isic2019")),
     ]
 }
 

@@ -102,8 +102,9 @@ class Group:
     @cached_property
     def cayley_table(self) -> torch.Tensor:
         """(|G|, |G|) int64: ``table[i, j]`` is the index of ``elements[i] elements[j]``."""
-        return torch.tensor([[self.index(_product(a, b)) for b in self.elements]
-                             for a in self.elements])
+        return torch.tensor(
+            [[self.index(_product(a, b)) for b in self.elements] for a in self.elements]
+        )
 
     def permutation(self, g: Element) -> torch.Tensor:
         """(|G|,) int64: index ``i`` goes to the index of ``g elements[i]`` (left action)."""
@@ -140,9 +141,44 @@ class Group:
             cosets.append(coset)
         return cosets
 
-    def coset_representatives(self, subgroup: Group | str) -> list[Element]:
-        """One representative ``r`` per left coset ``r H`` (the set R of thesis eq. 4-5)."""
+    def left_coset_representatives(self, subgroup: Group | str) -> list[Element]:
+        """One representative ``r`` per left coset ``r H``, in a fixed order."""
         return [coset[0] for coset in self.cosets(subgroup)]
+
+    def coset_representatives(self, subgroup: Group | str) -> list[Element]:
+        """The system R of representatives of the right cosets ``G' r`` (thesis eq. 4-5).
+
+        ``R`` contains the identity and every ``g`` in this group is ``g' r`` for exactly one
+        ``g'`` in the subgroup ``G'`` and ``r`` in ``R`` (see :meth:`decompose`). The
+        representative of each coset is its first element in the order of :attr:`elements`.
+        """
+        H = get_group(subgroup) if isinstance(subgroup, str) else subgroup
+        if not H.is_subgroup_of(self):
+            raise ValueError(
+                f"{H.name} is not a subgroup of {self.name}; subgroups of {self.name}: "
+                + ", ".join(n for n in GROUP_NAMES if get_group(n).is_subgroup_of(self))
+            )
+        seen: set[Element] = set()
+        reps = []
+        for g in self.elements:
+            if g in seen:
+                continue
+            seen.update(_product(h, g) for h in H.elements)
+            reps.append(g)
+        return reps
+
+    def decompose(self, g: Element, subgroup: Group | str) -> tuple[Element, Element]:
+        """Write ``g = g' r`` with ``g'`` in ``subgroup`` and ``r`` in its coset representatives."""
+        H = get_group(subgroup) if isinstance(subgroup, str) else subgroup
+        for r in self.coset_representatives(H):
+            g_prime = _product(tuple(g), _inverse(r))
+            if g_prime in H.elements:
+                return g_prime, r
+        raise ValueError(f"{g} is not an element of {self.name}")
+
+    def subgroups(self) -> list[Group]:
+        """The groups of :data:`GROUP_NAMES` that are subgroups of this one (itself included)."""
+        return [get_group(n) for n in GROUP_NAMES if get_group(n).is_subgroup_of(self)]
 
     def __repr__(self) -> str:
         return f"Group({self.name}, order={self.order})"
@@ -155,4 +191,9 @@ def get_group(name: str | Group) -> Group:
     key = str(name).upper()
     if key not in _ELEMENTS:
         raise ValueError(f"unknown group {name!r}; known groups: {', '.join(GROUP_NAMES)}")
-    return Group(key, _ELEMENTS[key])
+    if key not in _CACHE:
+        _CACHE[key] = Group(key, _ELEMENTS[key])
+    return _CACHE[key]
+
+
+_CACHE: dict[str, Group] = {}

@@ -24,6 +24,7 @@ import nbformat
 from tqdm import tqdm
 
 from structlab.pipeline.chapters import Chapter, list_chapters, project_root
+from structlab.results import default_file_mode
 
 __all__ = ["run_chapter", "chapter_stamp", "is_up_to_date", "build_book", "default_output"]
 
@@ -113,6 +114,7 @@ def run_chapter(
             print(f"structlab: {chapter.slug} failed; the partial notebook is {failed}",
                   file=sys.stderr)
         raise
+    os.chmod(tmp, default_file_mode())
     os.replace(tmp, output)
     if output == chapter.path:
         stamp_path = _stamp_file(root, chapter)
