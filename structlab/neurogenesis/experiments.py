@@ -124,7 +124,8 @@ def nf_sweep(
 ) -> pd.DataFrame:
     """Thesis Fig. 28: final hidden widths of MLPs grown on the generated data of §6.3.2
     (``nf-features``) against the number of independent features ``n_f``. One row per run and
-    hidden layer."""
+    hidden layer: its final ``width`` and ``width_75``, the width after three quarters of the
+    trigger evaluations (equal to ``width`` once growth has stopped)."""
     from structlab.data import load_dataset
 
     rows = []
@@ -148,6 +149,9 @@ def nf_sweep(
                     quiet=quiet,
                     **growth,
                 )
+                log = rec["width_log"]
+                late = log[(3 * (len(log) - 1)) // 4] if log else {}
+                late_widths = [v for k, v in late.items() if k != "step"] or rec["widths"]
                 for layer, width in enumerate(rec["widths"]):
                     rows.append(
                         {
@@ -156,6 +160,7 @@ def nf_sweep(
                             "strategy": strategy,
                             "layer": layer + 1,
                             "width": width,
+                            "width_75": late_widths[layer],
                             "accuracy": rec["accuracy"],
                         }
                     )
