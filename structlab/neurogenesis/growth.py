@@ -100,12 +100,15 @@ def wrn_groups(model: nn.Module) -> list[list[str]]:
 
 
 def gradmax_capacity(slot: LayerSlot) -> int:
-    """``min(M_{l+1}, M_{l-1})``: how many independent fan-outs GradMax can give (§6.2.2)."""
+    """``min(P, Q)``: how many independent fan-outs GradMax can give (§6.2.2), the number of
+    singular values of the auxiliary gradient ``(P, Q)``: ``min(M_{l+1}, M_{l-1})`` for a dense
+    layer, ``min(C_{l+1} k_{l+1}^2, C_{l-1} k_l^2)`` for a convolution (``P`` is the number of
+    fan-out entries of one unit, ``Q`` of its fan-in)."""
     cons = slot.consumers[0].module
     prod = slot.producers[0]
     w_in = getattr(prod, "weight_orig", prod.weight)
     w_out = getattr(cons, "weight_orig", cons.weight)
-    return min(int(w_out.shape[0]), int(math.prod(w_in.shape[1:])))
+    return min(int(w_out.numel() // slot.width), int(math.prod(w_in.shape[1:])))
 
 
 class Neurogenesis(Callback):

@@ -166,6 +166,17 @@ def select_candidates(
     return order[:k]
 
 
+def _fan_out_layout(slot: LayerSlot, vectors: torch.Tensor) -> torch.Tensor:
+    """``k`` fan-out vectors ``(k, P)`` (one unit's fan-out flattened in the consumer's layout:
+    ``(C_{l+1}, k_h, k_w)`` for a convolution, ``(out, spatial)`` at a flatten boundary,
+    ``(out,)`` for a dense layer) as the consumer's new columns for :func:`add_units`."""
+    c = slot.consumers[0]
+    w = _weight(c.module)
+    k = vectors.shape[0]
+    cols = vectors.reshape(k, w.shape[0], -1).transpose(0, 1)  # (out, k, R)
+    return cols.reshape(w.shape[0], k * c.spatial, *w.shape[2:])
+
+
 def _need(ctx: InitContext, *names: str) -> None:
     for n in names:
         if getattr(ctx, n) is None:
@@ -243,14 +254,21 @@ def init_weight(ctx: InitContext, k: int) -> NewUnits:
 def init_gradmax(ctx: InitContext, k: int) -> NewUnits:
     """GradMax: zero fan-in, fan-out = the top ``k`` left singular vectors of the auxiliary
     gradient ``dL/dZ_{l+1} H_{l-1}^T`` (maximal gradient norm of the new weights), at the layer's
-    fan-out norm. ``k`` is at most ``min(M_{l+1}, M_{l-1})``."""
+    fan-out norm. ``k`` is at most ``min(P, Q)`` (``min(M_{l+1}, M_{l-1})`` for a dense layer).
+
+    For a convolution ``G`` is :func:`~structlab.neurogenesis.triggers.conv_auxiliary_matrix`
+    ``(C_{l+1} k_{l+1}^2, C_{l-1} k_l^2)`` and each singular vector is reshaped into the
+    consumer's ``C_{l+1} x k_{l+1} x k_{l+1}`` kernel (or its ``out x spatial`` columns at the
+    flatten boundary); the fan-in kernels are zero, so the network's function is unchanged (in
+    evaluation mode with BatchNorm: the new BN entries map 0 to 0)."""
     _need(ctx, "aux")
     G = ctx.aux.G.double()
     U, _, _ = torch.linalg.svd(G, full_matrices=False)
     if k > U.shape[1]:
         raise ValueError(f"GradMax can add at most {U.shape[1]} units here, asked for {k}")
     w = _weight(ctx.producer)
-    out = rescale_rows(U[:, :k].T, fan_out_norm(ctx.slot)).T.to(w.dtype)
+    vecs = rescale_rows(U[:, :k].T, fan_out_norm(ctx.slot))  # (k, P)
+    out = _fan_out_layout(ctx.slot, vecs).to(w.dtype)
     return NewUnits(
         fan_in=torch.zeros(k, *w.shape[1:], dtype=w.dtype, device=w.device), fan_out=out
     )
@@ -260,8 +278,10 @@ def init_firefly(ctx: InitContext, k: int) -> NewUnits:
     """Firefly: candidates that split an existing unit (fan-in plus noise, half its fan-out; the
     original keeps fan-in minus noise and the other half) or are new (random fan-in,
     ``eps``-small fan-out); keep the ``k`` with the largest gradient norm on the mini-batch.
-    Dense layers only. The split copy keeps the original's bias."""
+    The split copy keeps the original's bias. Convolutions: :func:`_firefly_conv`."""
     _need(ctx, "aux")
+    if ctx.slot.kind != "dense":
+        return _firefly_conv(ctx, k)
     prod, cons = ctx.producer, ctx.slot.consumers[0].module
     W, b = _weight(prod).detach(), prod.bias
     U = _weight(cons).detach()
@@ -311,11 +331,93 @@ def init_firefly(ctx: InitContext, k: int) -> NewUnits:
     )
 
 
+def _firefly_conv(ctx: InitContext, k: int) -> NewUnits:
+    """Firefly for a convolutional slot: the dense candidates with kernels. A split copies an
+    existing channel's fan-in kernel plus noise and takes half its fan-out (kernels or
+    flatten-boundary columns); a new candidate has a random fan-in kernel and an
+    ``eps``-small random fan-out. Each candidate is scored by the squared norm of the gradient
+    of its fan-in, bias and fan-out for the mini-batch, first order with ``dL/dZ_{l+1}`` held
+    fixed (as for dense layers): ``L ~ <dL/dZ_{l+1}, consumer(pool(sigma(conv(H_{l-1}, w))))>``,
+    differentiated by autograd with the slot's activation, BatchNorm left out as in the dense
+    code and the pooling between producer and consumer taken as ``r x r`` max-pooling (the only
+    pooling of :class:`~structlab.models.VGG`)."""
+    from structlab.neurogenesis.triggers import _read_map_shape, pool_ratio
+
+    slot, aux = ctx.slot, ctx.aux
+    prod, cons = ctx.producer, slot.consumers[0]
+    W, b = _weight(prod).detach(), prod.bias
+    Uw = _weight(cons.module).detach()
+    M, C = W.shape[0], ctx.n_candidates + k
+    out = Uw.shape[0]
+    U = Uw.reshape(out, M, -1)  # (out, M, R): one unit's fan-out
+    n_split = C // 2
+    nin, nout = fan_in_norm(slot), fan_out_norm(slot)
+    src = torch.randint(0, M, (n_split,), generator=ctx.generator).to(W.device)
+    noise = rescale_rows(_rand((n_split, *W.shape[1:]), ctx, W), ctx.firefly_eps * nin)
+    new_in = _random_fan_in(ctx, C - n_split)
+    new_out = rescale_rows(_rand((C - n_split, out, U.shape[2]), ctx, U), ctx.firefly_eps * nout)
+    fin = torch.cat([W[src] + noise, new_in])
+    fout = torch.cat([U[:, src] / 2, new_out.transpose(0, 1)], 1)  # (out, C, R)
+    bias = torch.zeros(C, dtype=W.dtype, device=W.device)
+    if b is not None:
+        bias[:n_split] = b.detach()[src]
+    X, dZ = aux.X.to(W.dtype), aux.dZ_next.to(W.dtype)
+    read = _read_map_shape(slot, aux.Z.shape, aux.consumer_input)
+    r = pool_ratio(aux.Z.shape[-2:], read, slot.name)
+    fin_p, fout_p, b_p = (t.clone().requires_grad_(True) for t in (fin, fout, bias))
+    with torch.enable_grad():
+        z = F.conv2d(X, fin_p, b_p, prod.stride, prod.padding, prod.dilation)
+        h = slot.activation(z) if slot.activation is not None else z
+        if r > 1:
+            h = F.max_pool2d(h, r)
+        if isinstance(cons.module, nn.Conv2d):
+            m = cons.module
+            kern = fout_p.reshape(out, C, *Uw.shape[2:])
+            contrib = F.conv2d(h, kern, None, m.stride, m.padding, m.dilation)
+        else:
+            contrib = h.reshape(h.shape[0], -1) @ fout_p.reshape(out, -1).T
+        g_in, g_out, g_b = torch.autograd.grad((contrib * dZ).sum(), [fin_p, fout_p, b_p])
+    score = (g_out.pow(2).sum((0, 2)) + g_in.reshape(C, -1).pow(2).sum(1) + g_b.pow(2)).detach()
+    order = torch.argsort(score, descending=True).tolist()
+    chosen, used = [], set()
+    for i in order:
+        if i < n_split:
+            m_ = int(src[i])
+            if m_ in used:
+                continue
+            used.add(m_)
+        chosen.append(i)
+        if len(chosen) == k:
+            break
+    idx = torch.tensor(chosen, device=W.device)
+    splits = [(int(src[i]), noise[i]) for i in chosen if i < n_split]
+    module = cons.module
+
+    def after() -> None:
+        with torch.no_grad():
+            w_, u_ = _weight(prod), _weight(module)
+            cols = u_.view(u_.shape[0], slot.width, -1)
+            for m_, nz in splits:
+                w_[m_] -= nz
+                cols[:, m_] /= 2
+
+    fan_out = _fan_out_layout(slot, fout[:, idx].transpose(0, 1))
+    return NewUnits(
+        fan_in=fin[idx], fan_out=fan_out, bias=bias[idx], after=after if splits else None
+    )
+
+
 def init_nest(ctx: InitContext, k: int) -> NewUnits:
     """NeST: connect the input-output pairs whose auxiliary-gradient entries are in the top
     ``nest_quantile`` by magnitude; fan-in ``sqrt(sum_j G_ji^2)`` and fan-out
     ``sqrt(sum_i G_ji^2)`` over those pairs, with a random sign per unit for the fan-in and the
-    descent sign for the fan-out. Dense layers only."""
+    descent sign for the fan-out.
+
+    For a convolution the same is done on ``G`` of
+    :func:`~structlab.neurogenesis.triggers.conv_auxiliary_matrix`, whose entries connect one
+    input channel's kernel tap to one output channel's kernel tap: the fan-in becomes a
+    ``C_{l-1} x k_l x k_l`` kernel and the fan-out a ``C_{l+1} x k_{l+1} x k_{l+1}`` kernel
+    (``out x spatial`` columns at the flatten boundary)."""
     _need(ctx, "aux")
     G = ctx.aux.G
     w = _weight(ctx.producer)
@@ -328,9 +430,9 @@ def init_nest(ctx: InitContext, k: int) -> NewUnits:
     fan_in = signs[:, None] * a[None, :]
     direction = torch.sign((G * S) @ a)  # sign of the gradient of each output through the unit
     fan_out = -(signs[:, None] * direction[None, :] * c[None, :])
-    fan_in = rescale_rows(fan_in, fan_in_norm(ctx.slot)).to(w.dtype)
-    fan_out = rescale_rows(fan_out, fan_out_norm(ctx.slot)).T.to(w.dtype)
-    return NewUnits(fan_in=fan_in, fan_out=fan_out)
+    fan_in = rescale_rows(fan_in, fan_in_norm(ctx.slot)).to(w.dtype).reshape(k, *w.shape[1:])
+    fan_out = _fan_out_layout(ctx.slot, rescale_rows(fan_out, fan_out_norm(ctx.slot)))
+    return NewUnits(fan_in=fan_in, fan_out=fan_out.to(w.dtype))
 
 
 #: Initializations by name (Table 7).

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from structlab.models.slots import LayerSlot
@@ -45,6 +46,9 @@ __all__ = [
     "GradientTrigger",
     "AuxiliaryGradient",
     "auxiliary_gradients",
+    "conv_auxiliary_matrix",
+    "fan_out_basis_gradient",
+    "pool_ratio",
 ]
 
 
@@ -140,13 +144,24 @@ class WeightTrigger:
 
 @dataclass
 class AuxiliaryGradient:
-    """What one forward/backward pass tells about dense layer ``l`` (for eq. 32 and the
+    """What one forward/backward pass tells about layer ``l`` (for eq. 32 and the
     gradient-based initializations).
 
-    ``X``: inputs of the layer ``(n, in)`` (``H_{l-1}^T``); ``Z``: its pre-activations
-    ``(n, M)``; ``dZ_next``: ``dL/dZ_{l+1}`` ``(n, M_next)``; ``G = dZ_next^T X``: the auxiliary
-    gradient ``(M_next, in)`` of zero-weighted bridging connections from layer ``l-1`` to layer
-    ``l+1``; ``unit_norms``: ``||dL/dw_m^in|| + ||dL/dw_m^out||`` for every existing unit.
+    Dense slot: ``X``: inputs of the layer ``(n, in)`` (``H_{l-1}^T``); ``Z``: its
+    pre-activations ``(n, M)``; ``dZ_next``: ``dL/dZ_{l+1}`` ``(n, M_next)``;
+    ``G = dZ_next^T X``: the auxiliary gradient ``(M_next, in)`` of zero-weighted bridging
+    connections from layer ``l-1`` to layer ``l+1``.
+
+    Convolutional slot: ``X`` is the producer's input map ``(n, C_{l-1}, H, W)``, ``Z`` its
+    output ``(n, M, H', W')``, ``dZ_next`` the consumer's output gradient (a map, or
+    ``(n, out)`` for a dense consumer at the flatten boundary) and ``G`` the matrix
+    ``(P, Q)`` of :func:`conv_auxiliary_matrix`: ``P`` entries of one unit's fan-out in the
+    consumer's layout (``C_{l+1} k_{l+1}^2``, or ``out * spatial``), ``Q`` entries of one
+    unit's fan-in (``C_{l-1} k_l^2``). ``consumer_input`` is the shape of the map the
+    consumer reads (after any pooling), used to undo pooling.
+
+    ``unit_norms``: ``||dL/dw_m^in|| + ||dL/dw_m^out||`` for every existing unit (fan-in with
+    bias, fan-out over all of the unit's columns / kernel taps).
     """
 
     X: torch.Tensor
@@ -154,6 +169,140 @@ class AuxiliaryGradient:
     dZ_next: torch.Tensor
     G: torch.Tensor
     unit_norms: torch.Tensor
+    consumer_input: tuple[int, ...] | None = None
+
+
+def _check_gradient_slot(s: LayerSlot) -> None:
+    if len(s.producers) != 1 or len(s.consumers) != 1:
+        raise NotImplementedError(
+            f"slot {s.name}: gradient-based neurogenesis needs a slot with one producer and one "
+            "consumer (a residual stream has several: grow it with its group, measured on the "
+            "group's first block, see growth.wrn_groups)"
+        )
+    prod, cons = s.producers[0], s.consumers[0]
+    if s.kind == "dense":
+        if cons.spatial != 1:
+            raise NotImplementedError(f"slot {s.name}: flatten boundary on a dense slot")
+        return
+    if not isinstance(prod, nn.Conv2d):
+        raise NotImplementedError(f"slot {s.name}: conv slot with a {type(prod).__name__}")
+    if isinstance(prod.padding, str):
+        raise NotImplementedError(f"slot {s.name}: string padding {prod.padding!r}")
+    if isinstance(cons.module, nn.Conv2d):
+        if isinstance(cons.module.padding, str) or cons.spatial != 1:
+            raise NotImplementedError(f"slot {s.name}: unsupported consumer convolution")
+    elif not isinstance(cons.module, nn.Linear):
+        raise NotImplementedError(f"slot {s.name}: consumer {type(cons.module).__name__}")
+
+
+def pool_ratio(produced: Sequence[int], read: Sequence[int], name: str = "") -> int:
+    """The integer factor ``r`` by which the ``(H, W)`` map a producer writes is pooled down to
+    the ``(h, w)`` map its consumer reads (1: no pooling). Raises if it is not ``r x r``
+    pooling of a map whose sides are multiples of ``r``."""
+    (H, W), (h, w) = tuple(produced), tuple(read)
+    if (H, W) == (h, w):
+        return 1
+    r = H // h if h else 0
+    if r < 2 or H != r * h or W != r * w:
+        raise NotImplementedError(
+            f"slot {name}: cannot relate the {H}x{W} map of the producer to the {h}x{w} map "
+            "its consumer reads (only r x r pooling of sides divisible by r is supported)"
+        )
+    return r
+
+
+def _read_map_shape(slot: LayerSlot, z_shape, cons_in_shape) -> tuple[int, int]:
+    """``(h, w)`` of the map of the slot's units that its consumer reads."""
+    cons = slot.consumers[0]
+    if isinstance(cons.module, nn.Conv2d):
+        return tuple(cons_in_shape[-2:])
+    H, W = z_shape[-2:]
+    S = cons.spatial
+    r = math.isqrt(max(1, (H * W) // max(S, 1)))
+    if r * r * S != H * W:
+        raise NotImplementedError(f"slot {slot.name}: {H}x{W} map flattened into {S} positions")
+    return H // r, W // r
+
+
+def fan_out_basis_gradient(
+    slot: LayerSlot, dz: torch.Tensor, read_shape: Sequence[int], out_shape: Sequence[int]
+) -> torch.Tensor:
+    """``(n, P, H', W')``: for every entry ``e`` of one new unit's fan-out (in the consumer's
+    layout), ``dL/dh`` of that unit's post-activation map when its fan-out is the one-hot
+    ``e`` (the adjoint of the consumer applied to ``dL/dZ_{l+1}``), mapped back through the
+    pooling between producer and consumer with the adjoint of ``r x r`` average pooling
+    (``H' x W'`` is the producer's output map)."""
+    cons = slot.consumers[0]
+    module = cons.module
+    w = getattr(module, "weight_orig", module.weight)
+    n = dz.shape[0]
+    h, wd = read_shape
+    if isinstance(module, nn.Conv2d):
+        out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+        P = out * kh * kw
+        eye = torch.eye(P, dtype=dz.dtype, device=dz.device)
+        basis = eye.reshape(P, out, kh, kw).transpose(0, 1)  # (out, P, kh, kw)
+        d = torch.nn.grad.conv2d_input(
+            (n, P, h, wd), basis, dz, module.stride, module.padding, module.dilation, 1
+        )
+    else:  # dense consumer reading the flattened (C, h, w) map, channel-major
+        out, S = w.shape[0], cons.spatial
+        eye = torch.eye(S, dtype=dz.dtype, device=dz.device).reshape(1, 1, S, h, wd)
+        d = (dz[:, :, None, None, None] * eye).reshape(n, out * S, h, wd)
+    r = pool_ratio(out_shape, (h, wd), slot.name)
+    if r > 1:
+        d = d.repeat_interleave(r, 2).repeat_interleave(r, 3) / (r * r)
+    return d
+
+
+def conv_auxiliary_matrix(
+    slot: LayerSlot,
+    X: torch.Tensor,
+    dz: torch.Tensor,
+    out_shape: Sequence[int],
+    read_shape: Sequence[int],
+    chunk: int = 1 << 24,
+) -> torch.Tensor:
+    """The auxiliary gradient ``G`` ``(P, Q)`` of a convolutional slot (GradMax, Evci et al.
+    2022, for convolutions).
+
+    A new channel with fan-in kernel ``w`` (``Q = C_{l-1} k_l^2`` entries) and fan-out ``u``
+    (``P`` entries: a ``C_{l+1} x k_{l+1} x k_{l+1}`` kernel, or the ``out x spatial`` columns of
+    a dense consumer at the flatten boundary) adds ``u * pool(sigma(BN(conv(H_{l-1}, w))))`` to
+    ``Z_{l+1}``. Linearised at ``w = 0`` with ``sigma'(0) = 1`` (the modified ReLU of §6.3.1,
+    as the dense ``G = dZ_{l+1}^T H_{l-1}^T`` assumes), the new channel's BatchNorm scale left
+    out (a positive constant per channel, it does not change singular vectors) and max-pooling
+    of the all-zero map replaced by the adjoint of average pooling (its ties split evenly),
+    ``dL/dw = G^T u`` with
+
+        ``G = sum_{samples, positions p} D(p) patch_l(H_{l-1}, p)^T``
+
+    where ``patch_l`` is the producer's ``k_l x k_l`` receptive field at output position ``p``
+    (``F.unfold``, with the producer's stride, padding and dilation) and ``D(p)`` (``P``
+    values) the :func:`fan_out_basis_gradient` of ``dL/dZ_{l+1}`` at ``p`` (for a ``'same'``
+    stride-1 consumer, the ``k_{l+1} x k_{l+1}`` patch of ``dL/dZ_{l+1}`` around ``p``, flipped).
+    This full ``k_l x k_{l+1}`` bridging is used rather than the 1x1 centre-tap simplification
+    (``G = sum_p dZ_{l+1}(p) H_{l-1}(p)^T``) because, up to the three linearisation choices
+    above, it is the gradient the new channel's fan-in actually receives in the network (no
+    pooling, ``sigma'(0) = 1``, evaluation-mode BatchNorm: exactly, up to the BN scale), so the
+    GradMax fan-out maximises the real gradient norm and the fan-out keeps the consumer's
+    kernel layout.
+    Samples are processed in chunks of about ``chunk`` values.
+    """
+    prod = slot.producers[0]
+    patches_all = F.unfold(
+        X, prod.kernel_size, dilation=prod.dilation, padding=prod.padding, stride=prod.stride
+    )  # (n, Q, L)
+    n, Q, L = patches_all.shape
+    cw = getattr(slot.consumers[0].module, "weight_orig", slot.consumers[0].module.weight)
+    P = cw.numel() // slot.width  # entries of one unit's fan-out
+    G = patches_all.new_zeros(P, Q)
+    step = max(1, chunk // max(1, L * (P + Q)))
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        D = fan_out_basis_gradient(slot, dz[i:j], read_shape, out_shape).flatten(2)
+        G += torch.einsum("npl,nql->pq", D.to(G.dtype), patches_all[i:j])
+    return G
 
 
 def auxiliary_gradients(
@@ -163,21 +312,22 @@ def auxiliary_gradients(
     targets: torch.Tensor,
     loss_fn=None,
 ) -> dict[str, AuxiliaryGradient]:
-    """One extra forward/backward pass on a mini-batch, recording for every dense slot the
+    """One extra forward/backward pass on a mini-batch, recording for every slot the
     quantities of :class:`AuxiliaryGradient`. Parameter gradients are computed into fresh
-    tensors (``torch.autograd.grad``), so the optimizer's ``.grad`` are left alone."""
+    tensors (``torch.autograd.grad``), so the optimizer's ``.grad`` are left alone, and
+    BatchNorm running statistics are restored after the pass.
+
+    Dense slots and convolutional slots with one producer and one consumer are supported
+    (channel-wise BatchNorm, activation and ``r x r`` pooling may sit between them; the last
+    convolution of a VGG, read by a dense layer through ``flatten``, too). A slot with several
+    producers or consumers (a residual stream) raises ``NotImplementedError``."""
     loss_fn = loss_fn or nn.functional.cross_entropy
     for s in slots:
-        if s.kind != "dense" or len(s.producers) != 1 or len(s.consumers) != 1:
-            raise NotImplementedError(
-                f"slot {s.name}: gradient-based neurogenesis is implemented for dense layers "
-                "with one producer and one consumer (thesis §6.2.3 leaves convolutions out)"
-            )
-        if s.consumers[0].spatial != 1:
-            raise NotImplementedError(f"slot {s.name}: flatten boundary not supported")
+        _check_gradient_slot(s)
     xs: dict[str, torch.Tensor] = {}
     zs: dict[str, torch.Tensor] = {}
     znext: dict[str, torch.Tensor] = {}
+    cin: dict[str, tuple[int, ...]] = {}
     handles = []
     for s in slots:
         prod, cons = s.producers[0], s.consumers[0].module
@@ -188,14 +338,26 @@ def auxiliary_gradients(
         def post(module, args, out, _n=s.name):
             zs[_n] = out.detach()
 
+        def cpre(module, args, _n=s.name):
+            cin[_n] = tuple(args[0].shape)
+
         def nxt(module, args, out, _n=s.name):
             znext[_n] = out
 
         handles += [
             prod.register_forward_pre_hook(pre),
             prod.register_forward_hook(post),
+            cons.register_forward_pre_hook(cpre),
             cons.register_forward_hook(nxt),
         ]
+    # the extra pass must not move BatchNorm running statistics (nor the function in eval mode)
+    saved = [
+        (m, name, buf.clone())
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for name, buf in m.named_buffers(recurse=False)
+        if buf is not None
+    ]
     try:
         loss = loss_fn(model(inputs), targets)
     finally:
@@ -208,31 +370,51 @@ def auxiliary_gradients(
             params.append(s.producers[0].bias)
     params = list(dict.fromkeys(params))  # unique, in order
     outs = [znext[s.name] for s in slots]
-    grads = torch.autograd.grad(loss, params + outs, allow_unused=True)
+    try:
+        grads = torch.autograd.grad(loss, params + outs, allow_unused=True)
+    finally:
+        with torch.no_grad():
+            for m, name, buf in saved:
+                getattr(m, name).copy_(buf)
     by_param = {id(p): g for p, g in zip(params, grads[: len(params)])}
     result = {}
     for s, dz in zip(slots, grads[len(params) :]):
         prod, cons = s.producers[0], s.consumers[0].module
+        M = s.width
         g_in = by_param[id(prod.weight)]
         g_in = torch.zeros_like(prod.weight) if g_in is None else g_in
-        rows = g_in.pow(2).sum(1)
+        rows = g_in.reshape(M, -1).pow(2).sum(1)
         if prod.bias is not None and by_param.get(id(prod.bias)) is not None:
             rows = rows + by_param[id(prod.bias)].pow(2)
         g_out = by_param[id(cons.weight)]
         g_out = torch.zeros_like(cons.weight) if g_out is None else g_out
-        norms = rows.sqrt() + g_out.pow(2).sum(0).sqrt()
+        cols = g_out.reshape(g_out.shape[0], M, -1).pow(2).sum((0, 2))
+        norms = rows.sqrt() + cols.sqrt()
         dz = torch.zeros_like(znext[s.name]) if dz is None else dz.detach()
-        X = xs[s.name].flatten(1)
+        if s.kind == "dense":
+            X = xs[s.name].flatten(1)
+            G = dz.T @ X
+            shape = None
+        else:
+            X = xs[s.name]
+            shape = cin[s.name]
+            read = _read_map_shape(s, zs[s.name].shape, shape)
+            G = conv_auxiliary_matrix(s, X, dz, zs[s.name].shape[-2:], read)
         result[s.name] = AuxiliaryGradient(
-            X=X, Z=zs[s.name], dZ_next=dz, G=dz.T @ X, unit_norms=norms.detach()
+            X=X, Z=zs[s.name], dZ_next=dz, G=G, unit_norms=norms.detach(), consumer_input=shape
         )
     return result
 
 
 class GradientTrigger:
     """``T_grad`` (eq. 32): the number of singular values of the auxiliary gradient larger than
-    ``scale`` times the sum over the layer's units of their fan-in and fan-out gradient norms,
-    at most ``min(M_{l+1}, M_{l-1})`` (GradMax cannot add more independent fan-outs).
+    ``scale`` times the sum over the layer's units of their fan-in and fan-out gradient norms
+    (eq. 32; for a convolution, per channel ``||dL/dW_in[c]|| + ||dL/dW_out[:, c]||`` over the
+    whole kernels). The count is a non-negative integer at most ``min(P, Q)``, the number of
+    singular values of ``G`` ``(P, Q)``: ``min(M_{l+1}, M_{l-1})`` for a dense layer,
+    ``min(C_{l+1} k_{l+1}^2, C_{l-1} k_l^2)`` for a convolution (``out * spatial`` replacing
+    ``C_{l+1} k_{l+1}^2`` at the flatten boundary); GradMax cannot add more independent
+    fan-outs (:func:`~structlab.neurogenesis.growth.gradmax_capacity`).
 
     ``scale=1`` is eq. 32; the authors' code uses half the sum (``scale=0.5``).
     """
