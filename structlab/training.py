@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -21,7 +21,11 @@ from tqdm import tqdm
 
 from structlab.reproducibility import get_device
 
-__all__ = ["History", "TrainState", "Callback", "fit", "evaluate", "make_loader"]
+if TYPE_CHECKING:
+    from structlab.data.base import LabelledTensors
+
+__all__ = ["History", "TrainState", "Callback", "fit", "evaluate", "make_loader",
+           "calibrate_batch_norm"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -251,3 +255,26 @@ def fit(
     for cb in callbacks:
         cb.on_train_end(state)
     return history
+
+
+def calibrate_batch_norm(
+    model: nn.Module,
+    data: LabelledTensors,
+    samples: int,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> None:
+    """Recompute every batch norm's running statistics on ``samples`` training images
+    (``torch.optim.swa_utils.update_bn``: a cumulative average in training mode).
+
+    After a few hundred steps with a large learning rate the running averages lag behind the
+    weights, and evaluation-mode accuracy falls far below training accuracy. Short (quick-profile)
+    runs therefore recalibrate before every evaluation; ``samples=0`` does nothing (the thesis's
+    long runs need no recalibration).
+    """
+    if samples <= 0:
+        return
+    subset = data.subset(min(samples, len(data)), seed=seed)
+    loader = torch.utils.data.DataLoader(subset.inputs.to(device), batch_size=256)
+    torch.optim.swa_utils.update_bn(loader, model)

@@ -151,6 +151,7 @@ def test_mixed_layer_is_the_weighted_sum_and_collapses():
     expected = sum(w * y for w, y in zip(z, mixed.forward_branches(x)))
     assert torch.allclose(mixed(x), expected, atol=1e-12)
     assert torch.allclose(mixed.collapse("C1")(x), mixed(x), atol=1e-12)
+    assert torch.allclose(mixed.collapse("C1").to_conv2d()(x), mixed(x), atol=1e-12)
     with pytest.raises(ValueError, match="C4 is not a subgroup of C1"):
         mixed.collapse("C4")
 

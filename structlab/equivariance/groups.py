@@ -116,34 +116,8 @@ class Group:
         If ``y[..., h, ...]`` is the response at group element ``h``, the transformed map is
         ``y'[..., g h, ...] = y[..., h, ...]``.
         """
-        perm = self.permutation(g)
-        out = torch.empty_like(x)
-        index = [slice(None)] * x.ndim
-        for i, j in enumerate(perm.tolist()):
-            index[dim] = j
-            src = [slice(None)] * x.ndim
-            src[dim] = i
-            out[tuple(index)] = x[tuple(src)]
-        return out
-
-    def cosets(self, subgroup: Group | str) -> list[tuple[Element, ...]]:
-        """Left cosets ``g H`` of ``subgroup`` H, each as a tuple of elements, in a fixed order."""
-        H = get_group(subgroup) if isinstance(subgroup, str) else subgroup
-        if not H.is_subgroup_of(self):
-            raise ValueError(f"{H.name} is not a subgroup of {self.name}")
-        seen: set[Element] = set()
-        cosets = []
-        for g in self.elements:
-            if g in seen:
-                continue
-            coset = tuple(_product(g, h) for h in H.elements)
-            seen.update(coset)
-            cosets.append(coset)
-        return cosets
-
-    def left_coset_representatives(self, subgroup: Group | str) -> list[Element]:
-        """One representative ``r`` per left coset ``r H``, in a fixed order."""
-        return [coset[0] for coset in self.cosets(subgroup)]
+        # position perm[i] receives entry i, so position j reads entry argsort(perm)[j]
+        return x.index_select(dim, torch.argsort(self.permutation(g)).to(x.device))
 
     def coset_representatives(self, subgroup: Group | str) -> list[Element]:
         """The system R of representatives of the right cosets ``G' r`` (thesis eq. 4-5).
@@ -156,7 +130,7 @@ class Group:
         if not H.is_subgroup_of(self):
             raise ValueError(
                 f"{H.name} is not a subgroup of {self.name}; subgroups of {self.name}: "
-                + ", ".join(n for n in GROUP_NAMES if get_group(n).is_subgroup_of(self))
+                + ", ".join(g.name for g in self.subgroups())
             )
         seen: set[Element] = set()
         reps = []

@@ -85,10 +85,6 @@ class FieldLayout:
         """``C |R|``: the number of independent channels of a ``G``-layer (§4.5)."""
         return self.channels * len(self.representatives)
 
-    def base_channel(self, relaxed: torch.Tensor | int) -> torch.Tensor:
-        """The base channel ``c`` of relaxed channel ``(c, s)``."""
-        return torch.as_tensor(relaxed) // len(self.representatives)
-
 
 @cache
 def _natural_to_canonical(channels: int, group: str, reference: str) -> torch.Tensor:
@@ -271,8 +267,7 @@ def relax(layer: GroupConv2d, group: Group | str) -> GroupConv2d:
         bias=layer.bias is not None,
     ).to(layer.weight.device, layer.weight.dtype)
     with torch.no_grad():
-        bias = layer.expanded_bias()
-        new.load_expanded(layer.expanded_weight(), None if bias is None else bias)
+        new.load_expanded(layer.expanded_weight(), layer.expanded_bias())
     return new
 
 
@@ -435,12 +430,6 @@ class MixedGroupConv(nn.Module):
     def z(self) -> torch.Tensor:
         """The architecture weights ``z`` (eq. 11), summing to 1."""
         return mixing_weights(self.alpha)
-
-    def architecture_parameters(self) -> list[nn.Parameter]:
-        return [self.alpha]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.branches.parameters() if p.requires_grad]
 
     def expanded_weight(self) -> torch.Tensor:
         z = self.z

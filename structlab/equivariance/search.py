@@ -35,7 +35,7 @@ from structlab.equivariance.network import (
 )
 from structlab.metrics import count_parameters
 from structlab.reproducibility import seed_everything
-from structlab.training import History, evaluate, fit
+from structlab.training import History, calibrate_batch_norm, evaluate, fit
 
 __all__ = [
     "Builder",
@@ -129,29 +129,6 @@ def train_network(
             getattr(history, key).extend(getattr(part, key))
     calibrate_batch_norm(model, train, bn_calibration, device=device, seed=seed)
     return history
-
-
-def calibrate_batch_norm(
-    model: nn.Module,
-    data: LabelledTensors,
-    samples: int,
-    *,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-) -> None:
-    """Recompute every batch norm's running statistics on ``samples`` training images
-    (``torch.optim.swa_utils.update_bn``: a cumulative average in training mode).
-
-    After a few hundred steps with a large learning rate the running averages lag behind the
-    weights, and evaluation-mode accuracy falls far below training accuracy. Short (quick-profile)
-    runs therefore recalibrate before every evaluation; ``samples=0`` does nothing (the thesis's
-    long runs need no recalibration).
-    """
-    if samples <= 0:
-        return
-    subset = data.subset(min(samples, len(data)), seed=seed)
-    loader = torch.utils.data.DataLoader(subset.inputs.to(device), batch_size=256)
-    torch.optim.swa_utils.update_bn(loader, model)
 
 
 def test_error(model: nn.Module, data: LabelledTensors, *, device: str | torch.device) -> float:
