@@ -1,12 +1,17 @@
-"""Command line: ``structlab list | run | book | data``.
+"""Command line: ``structlab list | run | status | book | data``.
 
 Examples::
 
-    structlab list                                   # chapters and their parameters
-    structlab run neurogenesis                       # quick profile, in place
+    structlab list                                   # chapters, parameters and accepted values
+    structlab run neurogenesis                       # smoke profile -> tests/notebooks/
+    structlab run neurogenesis --profile book        # what the book shows -> chapters/
     structlab run neurogenesis --profile full        # thesis scale (GPU), under results/
     structlab run neurogenesis -p epochs 5 -p seed 1 # other parameters, under results/
     structlab run neurogenesis -f my-params.yaml -o my-run.ipynb
+    structlab status                                 # which stored runs the code no longer makes
+    structlab sweep neurogenesis --seeds 0-2         # 3 seeds as Ray tasks (local Ray runtime)
+    structlab sweep neurogenesis --seeds 0-4 -p lr 0.05,0.1 --address ray://head:10001
+    structlab sweep neurogenesis --seeds 0-2 --report   # mean ± std over seeds
     structlab book                                   # execute what is out of date, build HTML
     structlab data list | setup | fetch cifar10
 """
@@ -20,7 +25,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from structlab.numerics import MODES
 from structlab.pipeline.chapters import (
+    PROFILES,
     ParameterError,
     get_chapter,
     list_chapters,
@@ -37,7 +44,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"{chapter.slug}  —  {chapter.title}  (full profile: {full})")
         for p in chapter.parameters.values():
             note = f"  # {p.comment}" if p.comment else ""
-            print(f"    {p.name}: {p.type_name} = {p.default!r}{note}")
+            rule = f"  [{p.constraint}]" if p.constraint else ""
+            print(f"    {p.name}: {p.type_name} = {p.default!r}{rule}{note}")
     return 0
 
 
@@ -50,12 +58,68 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.update(load_yaml(Path(file)))
     for name, value in args.param or []:
         overrides[name] = parse_cli_value(value)
-    chapter.validate(overrides)  # refuse bad parameters before anything runs
+    chapter.resolve(args.profile, overrides)  # refuse bad parameters before anything runs
     out = run_chapter(chapter, profile=args.profile, overrides=overrides,
                       output=Path(args.output) if args.output else None,
-                      progress=not args.quiet)
+                      progress=not args.quiet, numerics=args.numerics)
     print(f"structlab: executed notebook written to {out}")
     return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from structlab.pipeline.execute import default_output, stale
+
+    outdated = 0
+    for chapter in list_chapters():
+        for profile in ("smoke", "book"):
+            reasons = stale(chapter, profile)
+            where = default_output(chapter, profile, {}).relative_to(chapter.path.parents[1])
+            if reasons:
+                outdated += 1
+                print(f"{chapter.slug} [{profile}] {where}: OUT OF DATE: " + "; ".join(reasons))
+                print(f"    fix: structlab run {chapter.slug} --profile {profile}")
+            else:
+                print(f"{chapter.slug} [{profile}] {where}: up to date")
+    return 1 if outdated else 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from structlab.pipeline.sweep import aggregate, parse_seeds, parse_values, plan_sweep
+
+    chapter = get_chapter(args.chapter)
+    grid: dict = {}
+    for file in args.file or []:
+        for name, values in load_yaml(Path(file)).items():
+            grid[name] = values if isinstance(values, list) else [values]
+    for name, values in args.param or []:
+        grid[name] = parse_values(values)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    sweep = plan_sweep(chapter, profile=args.profile, seeds=seeds, grid=grid)
+    where = sweep.directory.relative_to(chapter.path.parents[1])
+    if not args.report:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print("structlab: error: sweeps run on Ray, which is not installed: "
+                  "pip install -e '.[sweep]'", file=sys.stderr)
+            return 2
+        from structlab.pipeline.sweep import run_sweep
+
+        print(f"structlab: sweep of {len(sweep.points)} points of {chapter.slug} "
+              f"({args.profile} profile) in {where}")
+        outcome = run_sweep(sweep, address=args.address, retries=args.retries,
+                            cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+                            num_cpus=args.num_cpus, numerics=args.numerics,
+                            progress=not args.quiet)
+        print(f"structlab: {len(outcome['done'])} done, {len(outcome['skipped'])} already "
+              f"finished, {len(outcome['failed'])} failed")
+        if outcome["failed"]:
+            print("structlab: run the same command again to retry the failed points",
+                  file=sys.stderr)
+    table = aggregate(sweep.directory)
+    print(f"structlab: aggregated table (mean ± std over seeds): {where / 'report.md'} "
+          f"({len(table)} rows; CSV: {where / 'report.csv'})")
+    return 1 if not args.report and outcome["failed"] else 0
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
@@ -119,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="execute one chapter through papermill")
     run.add_argument("chapter", help="chapter slug (see `structlab list`)")
-    run.add_argument("--profile", choices=["quick", "full"], default="quick")
+    run.add_argument("--profile", choices=list(PROFILES), default="smoke",
+                     help="smoke (the defaults, CI), book (what the book shows), full (the "
+                          "source's setting, for a GPU)")
+    run.add_argument("--numerics", choices=list(MODES), default=None,
+                     help="CPU numerics of the kernel (default: portable for smoke and book, "
+                          "native for full; see structlab.numerics)")
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="set a parameter (value parsed as YAML); repeatable")
     run.add_argument("-f", "--file", action="append", help="YAML file of parameters; repeatable")
@@ -127,8 +196,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
+    sweep = sub.add_parser("sweep", help="run a chapter over seeds and a parameter grid on Ray")
+    sweep.add_argument("chapter", help="chapter slug (see `structlab list`)")
+    sweep.add_argument("--profile", choices=list(PROFILES), default="smoke")
+    sweep.add_argument("--seeds", help="seeds: a range 0-4, a list 0,3,7, or both")
+    sweep.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUES"),
+                       help="a grid axis: comma-separated values, each parsed as YAML")
+    sweep.add_argument("-f", "--file", action="append",
+                       help="YAML grid: a mapping of parameter names to lists of values")
+    sweep.add_argument("--address", help="join a Ray cluster (host:port from `ray start`, "
+                                         "ray://host:port, or auto); default: a local runtime")
+    sweep.add_argument("--num-cpus", type=int, default=None,
+                       help="CPUs of the local runtime (default: all of this machine's)")
+    sweep.add_argument("--cpus-per-task", type=float, default=1)
+    sweep.add_argument("--gpus-per-task", type=float, default=None,
+                       help="default: 1 for the full profile on a cluster with GPUs, else 0")
+    sweep.add_argument("--retries", type=int, default=2,
+                       help="times Ray retries a point whose worker died or that failed")
+    sweep.add_argument("--numerics", choices=list(MODES), default=None)
+    sweep.add_argument("--report", action="store_true",
+                       help="only aggregate the finished points (mean ± std over seeds)")
+    sweep.add_argument("-q", "--quiet", action="store_true")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    status = sub.add_parser("status", help="which stored smoke and book runs are out of date")
+    status.set_defaults(func=_cmd_status)
+
     book = sub.add_parser("book", help="execute out-of-date chapters and build the HTML book")
     book.add_argument("--force", action="store_true", help="re-execute every chapter")
+    book.add_argument("--execute", dest="no_execute", action="store_false",
+                      help="execute the chapters whose book run is out of date (the default)")
     book.add_argument("--no-execute", action="store_true", help="build from stored outputs")
     book.add_argument("--no-strict", action="store_true", help="do not fail on Sphinx warnings")
     book.add_argument("-q", "--quiet", action="store_true")
@@ -145,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParameterError, ValueError, FileNotFoundError) as err:
+    except (ParameterError, ValueError, FileNotFoundError) as err:  # SweepError is a ValueError
         print(f"structlab: error: {err}", file=sys.stderr)
         return 2
 

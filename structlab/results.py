@@ -77,9 +77,16 @@ class RunDirectory:
     """
 
     def __init__(self, root: str | os.PathLike[str], name: str) -> None:
+        """``root`` relative to the source checkout when it is relative and there is one (so a
+        notebook writes to the same ``results/`` whatever its working directory), else to the
+        working directory."""
         if not re.fullmatch(r"[A-Za-z0-9._=-]+", name):
             raise ValueError(f"run name {name!r} may hold letters, digits and . _ = - only")
-        self.path = Path(root) / name
+        root = Path(root)
+        checkout = Path(__file__).resolve().parents[1]
+        if not root.is_absolute() and (checkout / "pyproject.toml").is_file():
+            root = checkout / root
+        self.path = root / name
         self.path.mkdir(parents=True, exist_ok=True)
 
     def file(self, name: str) -> Path:

@@ -1,4 +1,4 @@
-"""The chapter registry and the refusal of bad parameters before anything runs."""
+"""The chapter registry, profiles, and the refusal of bad parameters before anything runs."""
 
 from __future__ import annotations
 
@@ -10,15 +10,20 @@ from structlab.pipeline.chapters import _parameters_of
 from structlab.pipeline.execute import default_output
 
 
-def test_every_chapter_has_parameters_a_full_profile_and_seed_and_device():
+def test_every_chapter_has_parameters_three_profiles_and_seed_and_device():
     chapters = list_chapters()
     assert chapters and chapters[0].slug == "data_and_baselines"
     for chapter in chapters:
         params = chapter.parameters
         assert {"seed", "device", "quiet"} <= set(params), chapter.slug
         assert params["device"].default == "auto"
-        assert chapter.full_params_path.is_file(), chapter.slug
-        chapter.profile("full")  # every key of the full profile is declared, with its type
+        assert chapter.profile("smoke") == {}
+        for profile in ("book", "full"):
+            assert chapter.profile_path(profile).is_file(), (chapter.slug, profile)
+            # every key is declared, of its type, and within its accepted values
+            values = chapter.resolve(profile)
+            assert set(values) == set(params)
+        assert any(p.constraint for p in params.values()), f"{chapter.slug} declares no rules"
 
 
 def test_parameters_are_parsed_with_types_and_comments():
@@ -47,16 +52,57 @@ def test_validation_refuses_unknown_names_and_wrong_types():
         chapter.profile("medium")
 
 
+def test_declared_rules_are_parsed_and_enforced():
+    params = _parameters_of(
+        "epochs: int = 5  # MLP epochs | >= 1\n"
+        "lr: float = 0.05  # rate (SGD) | > 0\n"
+        "frac: float = 0.1  # share | in [0, 1)\n"
+        "arch: str = 'mlp'  # network | one of mlp, vgg11\n"
+        "widths: list[int] = [8, 16]  # widths | >= 1 and <= 512\n", "cell")
+    assert params["epochs"].comment == "MLP epochs" and params["epochs"].constraint == ">= 1"
+    assert params["lr"].comment == "rate (SGD)"
+    assert params["epochs"].coerce(1) == 1
+    with pytest.raises(ParameterError, match=r"'epochs' accepts values >= 1, got -3"):
+        params["epochs"].coerce(-3)
+    with pytest.raises(ParameterError, match="> 0"):
+        params["lr"].coerce(0)
+    assert params["frac"].coerce(0) == 0.0
+    with pytest.raises(ParameterError, match=r"in \[0, 1\)"):
+        params["frac"].coerce(1.0)
+    assert params["arch"].coerce("vgg11") == "vgg11"
+    with pytest.raises(ParameterError, match="one of mlp, vgg11"):
+        params["arch"].coerce("resnet")
+    with pytest.raises(ParameterError, match="<= 512"):
+        params["widths"].coerce([8, 1024])
+    with pytest.raises(ValueError, match="malformed"):
+        _parameters_of("x: int = 1  # x | between 1 and 2\n", "cell")
+    with pytest.raises(ValueError, match="breaks its own rule"):
+        _parameters_of("x: int = 0  # x | >= 1\n", "cell")
+
+
 def test_cli_values_are_yaml():
     assert parse_cli_value("3") == 3 and parse_cli_value("0.5") == 0.5
     assert parse_cli_value("true") is True and parse_cli_value("[1, 2]") == [1, 2]
     assert parse_cli_value("cuda:0") == "cuda:0"
 
 
-def test_cli_refuses_bad_parameters_before_running(capsys):
+def test_cli_refuses_bad_parameters_before_running(capsys, monkeypatch):
+    import structlab.pipeline.execute as execute
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a chapter was executed with a bad parameter")
+
+    monkeypatch.setattr(execute, "run_chapter", must_not_run)
     assert main(["run", "data_and_baselines", "-p", "no_such_param", "1"]) == 2
     err = capsys.readouterr().err
     assert "no_such_param" in err and "accepts" in err
+    for chapter in list_chapters():
+        for profile in ("smoke", "book", "full"):
+            assert main(["run", chapter.slug, "--profile", profile, "-p", "seed", "-3"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err == "structlab: error: parameter 'seed' accepts values >= 0, got -3", err
+    assert main(["run", "data_and_baselines", "-p", "epochs", "-3"]) == 2
+    assert "'epochs' accepts values >= 1, got -3" in capsys.readouterr().err
     assert main(["run", "no_such_chapter"]) == 2
     assert "unknown chapter" in capsys.readouterr().err
 
@@ -69,9 +115,11 @@ def test_cli_lists_chapters(capsys):
     assert "seed: int = 0" in out
 
 
-def test_quick_runs_write_in_place_and_others_under_results():
+def test_profiles_write_where_they_are_read():
     chapter = get_chapter("data_and_baselines")
-    assert default_output(chapter, "quick", {}) == chapter.path
-    other = default_output(chapter, "quick", {"epochs": 9})
+    root = chapter.path.parents[1]
+    assert default_output(chapter, "book", {}) == chapter.path
+    assert default_output(chapter, "smoke", {}) == root / "tests/notebooks/data_and_baselines.ipynb"
+    other = default_output(chapter, "smoke", {"epochs": 9})
     assert other.parent.name == "data_and_baselines" and other.parent.parent.name == "results"
     assert default_output(chapter, "full", {}).name == "data_and_baselines-full.ipynb"

@@ -9,18 +9,25 @@ from structlab.pipeline.chapters import (
     parse_cli_value,
     project_root,
 )
-from structlab.pipeline.execute import build_book, chapter_stamp, is_up_to_date, run_chapter
+from structlab.pipeline.execute import (
+    build_book,
+    default_output,
+    expected_stamp,
+    run_chapter,
+    stale,
+)
 
 __all__ = [
     "Chapter",
     "Parameter",
     "ParameterError",
     "build_book",
-    "chapter_stamp",
+    "default_output",
+    "expected_stamp",
     "get_chapter",
-    "is_up_to_date",
     "list_chapters",
     "parse_cli_value",
     "project_root",
     "run_chapter",
+    "stale",
 ]

@@ -1,13 +1,25 @@
-"""The book's chapters (from ``_toc.yml``) and their declared parameters.
+"""The book's chapters (from ``_toc.yml``), their declared parameters and their profiles.
 
 A chapter is a notebook under ``chapters/`` listed in ``_toc.yml``; its parameters are the
 assignments of its cell tagged ``parameters`` (``epochs: int = 3`` or ``epochs = 3``), whose
-values are the quick profile. Its full profile is ``chapters/params/<slug>-full.yaml``.
+values are the **smoke** profile (what CI executes). A comment after a parameter describes it, and
+the part after its last ``" | "`` declares the values it accepts::
+
+    epochs: int = 5  # MLP epochs | >= 1
+    lr: float = 0.05  # SGD learning rate | > 0
+    fraction: float = 0.1  # validation share | in [0, 1)
+    arch: str = "mlp"  # connection-level network | one of mlp, vgg11
+
+For a list the constraint applies to every element. The **book** and **full** profiles are
+``chapters/params/<slug>-book.yaml`` and ``chapters/params/<slug>-full.yaml``: overrides of the
+defaults, checked like command-line values.
 """
 
 from __future__ import annotations
 
 import ast
+import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +33,10 @@ __all__ = ["Parameter", "Chapter", "ParameterError", "project_root", "list_chapt
 
 
 class ParameterError(ValueError):
-    """A parameter the notebook does not declare, or a value of the wrong type."""
+    """A parameter the notebook does not declare, or a value of the wrong type or range."""
+
+
+PROFILES = ("smoke", "book", "full")
 
 
 def project_root() -> Path:
@@ -46,10 +61,75 @@ class Parameter:
     type_name: str
     default: Any
     comment: str = ""
+    constraint: str = ""
 
     def coerce(self, value: Any) -> Any:
-        """``value`` converted to this parameter's type, or a :class:`ParameterError`."""
-        return _coerce(self.name, self.type_name, value)
+        """``value`` converted to this parameter's type and checked against its constraint."""
+        value = _coerce(self.name, self.type_name, value)
+        if self.constraint:
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if not _satisfies(item, self.constraint):
+                    raise ParameterError(
+                        f"parameter {self.name!r} accepts values {self.constraint}, got {value!r}"
+                    )
+        return value
+
+
+_CONSTRAINT = re.compile(
+    r"^(?:(?P<op>>=|<=|>|<)\s*(?P<bound>\S+)"
+    r"|in\s*(?P<lo_b>[\[(])\s*(?P<lo>[^,]+),\s*(?P<hi>[^\])]+?)\s*(?P<hi_b>[\])])"
+    r"|one of\s+(?P<choices>.+))$"
+)
+
+
+def _number(text: str) -> float:
+    text = text.strip()
+    if text in {"inf", "+inf"}:
+        return math.inf
+    if text == "-inf":
+        return -math.inf
+    return float(text)
+
+
+def check_constraint(constraint: str) -> str:
+    """``constraint`` if it is well formed (see the module docstring), else a ``ValueError``."""
+    for part in constraint.split(" and "):
+        match = _CONSTRAINT.match(part.strip())
+        if match is None:
+            raise ValueError(f"malformed parameter constraint {part!r}: use '>= 1', '> 0', "
+                             "'in [0, 1)' or 'one of a, b'")
+        try:
+            for key in ("bound", "lo", "hi"):
+                if match[key] is not None:
+                    _number(match[key])
+        except ValueError as err:
+            raise ValueError(f"malformed bound in parameter constraint {part!r}") from err
+    return constraint
+
+
+def _satisfies(value: Any, constraint: str) -> bool:
+    for part in constraint.split(" and "):
+        match = _CONSTRAINT.match(part.strip())
+        assert match is not None, constraint
+        if match["choices"] is not None:
+            choices = [c.strip() for c in match["choices"].split(",")]
+            if str(value) not in choices:
+                return False
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if match["op"] is not None:
+            bound = _number(match["bound"])
+            ok = {">=": value >= bound, "<=": value <= bound, ">": value > bound,
+                  "<": value < bound}[match["op"]]
+        else:
+            lo, hi = _number(match["lo"]), _number(match["hi"])
+            ok = ((value >= lo) if match["lo_b"] == "[" else (value > lo)) and (
+                (value <= hi) if match["hi_b"] == "]" else (value < hi))
+        if not ok:
+            return False
+    return True
 
 
 def _type_name_of(value: Any) -> str:
@@ -135,7 +215,20 @@ def _parameters_of(cell_source: str, where: str) -> dict[str, Parameter]:
             raise ValueError(f"{where}: parameter {target!r} has unsupported type {type_name!r}")
         line = lines[node.lineno - 1]
         comment = line.split("#", 1)[1].strip() if "#" in line else ""
-        params[target] = Parameter(target, type_name, default, comment)
+        constraint = ""
+        if " | " in comment:
+            comment, constraint = (x.strip() for x in comment.rsplit(" | ", 1))
+            try:
+                check_constraint(constraint)
+            except ValueError as err:
+                raise ValueError(f"{where}: parameter {target!r}: {err}") from None
+        parameter = Parameter(target, type_name, default, comment, constraint)
+        try:
+            parameter.coerce(default)
+        except ParameterError as err:
+            raise ValueError(f"{where}: the default of {target!r} breaks its own rule: {err}") \
+                from None
+        params[target] = parameter
     return params
 
 
@@ -168,19 +261,34 @@ class Chapter:
                              f"found {len(cells)}")
         return _parameters_of(cells[0].source, str(self.path))
 
+    def profile_path(self, name: str) -> Path:
+        """``chapters/params/<slug>-<name>.yaml`` (smoke has none: it is the defaults)."""
+        return self.path.parent / "params" / f"{self.slug}-{name}.yaml"
+
     @property
     def full_params_path(self) -> Path:
-        return self.path.parent / "params" / f"{self.slug}-full.yaml"
+        return self.profile_path("full")
 
     def profile(self, name: str) -> dict[str, Any]:
-        """The parameter overrides of a profile: none for ``quick``, the YAML file for ``full``."""
-        if name == "quick":
+        """The parameter overrides of a profile: none for ``smoke``, the YAML file otherwise."""
+        if name not in PROFILES:
+            raise ParameterError(f"unknown profile {name!r}: use one of {', '.join(PROFILES)}")
+        if name == "smoke":
             return {}
-        if name == "full":
-            if not self.full_params_path.is_file():
-                raise FileNotFoundError(f"chapter {self.slug!r} has no {self.full_params_path}")
-            return self.validate(load_yaml(self.full_params_path))
-        raise ParameterError(f"unknown profile {name!r}: use 'quick' or 'full'")
+        path = self.profile_path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"chapter {self.slug!r} has no {name} profile: {path}")
+        try:
+            return self.validate(load_yaml(path))
+        except ParameterError as err:
+            raise ParameterError(f"{path}: {err}") from None
+
+    def resolve(self, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every parameter's value for a run: defaults, then the profile, then ``overrides``."""
+        values = {name: p.default for name, p in self.parameters.items()}
+        values.update(self.profile(profile))
+        values.update(self.validate(dict(overrides or {})))
+        return values
 
     def validate(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """Check names and types of ``overrides`` against the declared parameters."""

@@ -1,0 +1,64 @@
+"""The stored runs are what the current code produces, and the book asserts only what holds.
+
+- ``chapters/<slug>.ipynb`` (the book profile, what the book renders) and
+  ``tests/notebooks/<slug>.ipynb`` (the smoke profile, what nbval re-executes) carry stamps that
+  match the current code, parameters and numerics: the book never shows results of code that is
+  gone, and a fresh clone's ``make book`` has nothing to execute.
+- Every chapter has a claims cell checked by nbval, and in the book run every claim holds.
+"""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from structlab.claims import Claims, parse_report
+from structlab.pipeline import default_output, list_chapters, stale
+
+CHAPTERS = list_chapters()
+
+
+def _claims(nb: nbformat.NotebookNode) -> dict[str, bool]:
+    cells = [c for c in nb.cells if c.cell_type == "code" and "claims.report()" in c.source]
+    assert len(cells) == 1, "a chapter has exactly one claims cell"
+    assert "nbval-check-output" in cells[0].metadata.get("tags", [])
+    text = "".join(o.get("text", "") for o in cells[0].outputs if o.output_type == "stream")
+    return parse_report(text)
+
+
+@pytest.mark.parametrize("profile", ["book", "smoke"])
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
+def test_stored_run_is_current(chapter, profile):
+    path = default_output(chapter, profile, {})
+    assert path.is_file(), f"missing {path}: structlab run {chapter.slug} --profile {profile}"
+    reasons = stale(chapter, profile)
+    assert not reasons, (f"{path.name} ({profile}) is out of date: {'; '.join(reasons)}. "
+                         f"Re-run: structlab run {chapter.slug} --profile {profile}")
+    stamp = nbformat.read(path, as_version=4).metadata["structlab"]
+    assert stamp["profile"] == profile and stamp["numerics"]["mode"] == "portable"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
+def test_every_claim_of_the_book_holds(chapter):
+    claims = _claims(nbformat.read(chapter.path, as_version=4))
+    assert len(claims) >= 3, f"{chapter.slug}: too few claims computed"
+    failing = [c for c, holds in claims.items() if not holds]
+    assert not failing, f"{chapter.slug}: the book's text asserts claims its run refutes: {failing}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.slug)
+def test_smoke_run_has_the_same_claims(chapter):
+    book = _claims(nbformat.read(chapter.path, as_version=4))
+    smoke = _claims(nbformat.read(default_output(chapter, "smoke", {}), as_version=4))
+    assert set(smoke) == set(book)
+
+
+def test_claims_report_round_trips(capsys):
+    claims = Claims()
+    claims.check("a holds", True)
+    claims.check("b fails", 0)
+    claims.report()
+    assert parse_report(capsys.readouterr().out) == {"a holds": True, "b fails": False}
+    with pytest.raises(ValueError, match="twice"):
+        claims.check("a holds", True)
+    assert not claims.all_hold
