@@ -10,7 +10,7 @@ times its steps after one warm-up round. Prints the median seconds and the ratio
   channels, 32x32 inputs, batch 64).
 
 Both modes use the same thread count (``STRUCTLAB_THREADS``, default 2), so the ratio is the cost
-of the pinned kernels alone: ATen's AVX2 build, oneDNN off, MKL's compatible branch.
+of the pinned kernels alone: ATen's and oneDNN's AVX2 builds, MKL's compatible branch.
 
     python benchmarks/bench_numerics.py [--repeats 3] [--images 20000]
 """

@@ -77,9 +77,8 @@ def test_the_comparison_can_see_the_instruction_set(runs):
 def test_the_suite_itself_runs_in_portable_numerics():
     info = describe()
     assert info["mode"] == "portable" and info["aten_capability"] == "AVX2"
-    assert info["mkl_cbwr"] == "COMPATIBLE" and not info["onednn"]
-    assert info["threads"] == int(numerics_env("portable")["STRUCTLAB_THREADS"])
-    assert not torch.backends.mkldnn.enabled
+    assert info["mkl_cbwr"] == "COMPATIBLE" and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert info["threads"] == torch.get_num_threads() == int(numerics_env()["STRUCTLAB_THREADS"])
 
 
 def test_numerics_env_and_its_context():

@@ -54,15 +54,15 @@ def test_validation_refuses_unknown_names_and_wrong_types():
 
 def test_declared_rules_are_parsed_and_enforced():
     params = _parameters_of(
-        "epochs: int = 5  # MLP epochs | >= 1\n"
+        "epochs: int = 5  # MLP epochs | at least 1\n"
         "lr: float = 0.05  # rate (SGD) | > 0\n"
         "frac: float = 0.1  # share | in [0, 1)\n"
         "arch: str = 'mlp'  # network | one of mlp, vgg11\n"
-        "widths: list[int] = [8, 16]  # widths | >= 1 and <= 512\n", "cell")
-    assert params["epochs"].comment == "MLP epochs" and params["epochs"].constraint == ">= 1"
+        "widths: list[int] = [8, 16]  # widths | at least 1 and at most 512\n", "cell")
+    assert params["epochs"].comment == "MLP epochs" and params["epochs"].constraint == "at least 1"
     assert params["lr"].comment == "rate (SGD)"
     assert params["epochs"].coerce(1) == 1
-    with pytest.raises(ParameterError, match=r"'epochs' accepts values >= 1, got -3"):
+    with pytest.raises(ParameterError, match=r"'epochs' must be at least 1, got -3"):
         params["epochs"].coerce(-3)
     with pytest.raises(ParameterError, match="> 0"):
         params["lr"].coerce(0)
@@ -72,12 +72,12 @@ def test_declared_rules_are_parsed_and_enforced():
     assert params["arch"].coerce("vgg11") == "vgg11"
     with pytest.raises(ParameterError, match="one of mlp, vgg11"):
         params["arch"].coerce("resnet")
-    with pytest.raises(ParameterError, match="<= 512"):
+    with pytest.raises(ParameterError, match="at most 512"):
         params["widths"].coerce([8, 1024])
     with pytest.raises(ValueError, match="malformed"):
         _parameters_of("x: int = 1  # x | between 1 and 2\n", "cell")
     with pytest.raises(ValueError, match="breaks its own rule"):
-        _parameters_of("x: int = 0  # x | >= 1\n", "cell")
+        _parameters_of("x: int = 0  # x | at least 1\n", "cell")
 
 
 def test_cli_values_are_yaml():
@@ -100,9 +100,9 @@ def test_cli_refuses_bad_parameters_before_running(capsys, monkeypatch):
         for profile in ("smoke", "book", "full"):
             assert main(["run", chapter.slug, "--profile", profile, "-p", "seed", "-3"]) == 2
             err = capsys.readouterr().err.strip()
-            assert err == "structlab: error: parameter 'seed' accepts values >= 0, got -3", err
+            assert err == "structlab: error: parameter 'seed' must be at least 0, got -3", err
     assert main(["run", "data_and_baselines", "-p", "epochs", "-3"]) == 2
-    assert "'epochs' accepts values >= 1, got -3" in capsys.readouterr().err
+    assert "'epochs' must be at least 1, got -3" in capsys.readouterr().err
     assert main(["run", "no_such_chapter"]) == 2
     assert "unknown chapter" in capsys.readouterr().err
 

@@ -74,6 +74,10 @@ def test_parameters_code_cells_numerics_and_pins_count_but_prose_does_not(repo):
     assert reasons(parameters={"seed": 1}) == ["parameters changed"]
     assert reasons(numerics={"mode": "native", "threads": None}) == ["numerics changed"]
     assert reasons(nb=_nb("import structlab", "print(1)")) == ["notebook code cells changed"]
+    params_cell = nbformat.v4.new_code_cell("seed: int = 0  # the seed | at least 0")
+    params_cell.metadata["tags"] = ["parameters"]
+    nb.cells.insert(1, params_cell)  # its values are in the parameters part, its comments no
+    assert reasons() == []           # part of the result
     (repo / "pyproject.toml").write_text('[project]\ndependencies = ["torch==2.15.0"]\n')
     assert reasons() == ["pyproject.toml dependencies changed"]
     assert stale_reasons(None, digest, parts) == [

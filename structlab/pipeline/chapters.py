@@ -5,14 +5,18 @@ assignments of its cell tagged ``parameters`` (``epochs: int = 3`` or ``epochs =
 values are the **smoke** profile (what CI executes). A comment after a parameter describes it, and
 the part after its last ``" | "`` declares the values it accepts::
 
-    epochs: int = 5  # MLP epochs | >= 1
+    epochs: int = 5  # MLP epochs | at least 1
     lr: float = 0.05  # SGD learning rate | > 0
     fraction: float = 0.1  # validation share | in [0, 1)
     arch: str = "mlp"  # connection-level network | one of mlp, vgg11
 
-For a list the constraint applies to every element. The **book** and **full** profiles are
-``chapters/params/<slug>-book.yaml`` and ``chapters/params/<slug>-full.yaml``: overrides of the
-defaults, checked like command-line values.
+Rules: ``> x``, ``< x``, ``at least x``, ``at most x``, ``in [a, b]`` (brackets or parentheses,
+``inf`` allowed), ``one of a, b``, joined with ``and``. Prefer words to ``>=`` / ``<=`` (also
+accepted): papermill reads a line with a second ``=`` as no parameter and warns. For a list the
+constraint applies to every element.
+
+The **book** and **full** profiles are ``chapters/params/<slug>-book.yaml`` and
+``chapters/params/<slug>-full.yaml``: overrides of the defaults, checked like command-line values.
 """
 
 from __future__ import annotations
@@ -71,13 +75,13 @@ class Parameter:
             for item in items:
                 if not _satisfies(item, self.constraint):
                     raise ParameterError(
-                        f"parameter {self.name!r} accepts values {self.constraint}, got {value!r}"
+                        f"parameter {self.name!r} must be {self.constraint}, got {value!r}"
                     )
         return value
 
 
 _CONSTRAINT = re.compile(
-    r"^(?:(?P<op>>=|<=|>|<)\s*(?P<bound>\S+)"
+    r"^(?:(?P<op>at least|at most|>=|<=|>|<)\s*(?P<bound>\S+)"
     r"|in\s*(?P<lo_b>[\[(])\s*(?P<lo>[^,]+),\s*(?P<hi>[^\])]+?)\s*(?P<hi_b>[\])])"
     r"|one of\s+(?P<choices>.+))$"
 )
@@ -97,8 +101,8 @@ def check_constraint(constraint: str) -> str:
     for part in constraint.split(" and "):
         match = _CONSTRAINT.match(part.strip())
         if match is None:
-            raise ValueError(f"malformed parameter constraint {part!r}: use '>= 1', '> 0', "
-                             "'in [0, 1)' or 'one of a, b'")
+            raise ValueError(f"malformed parameter constraint {part!r}: use 'at least 1', "
+                             "'> 0', 'in [0, 1)' or 'one of a, b'")
         try:
             for key in ("bound", "lo", "hi"):
                 if match[key] is not None:
@@ -121,8 +125,9 @@ def _satisfies(value: Any, constraint: str) -> bool:
             return False
         if match["op"] is not None:
             bound = _number(match["bound"])
-            ok = {">=": value >= bound, "<=": value <= bound, ">": value > bound,
-                  "<": value < bound}[match["op"]]
+            op = {">=": "at least", "<=": "at most"}.get(match["op"], match["op"])
+            ok = {"at least": value >= bound, "at most": value <= bound, ">": value > bound,
+                  "<": value < bound}[op]
         else:
             lo, hi = _number(match["lo"]), _number(match["hi"])
             ok = ((value >= lo) if match["lo_b"] == "[" else (value > lo)) and (

@@ -3,9 +3,9 @@
 An executed notebook carries, in ``metadata["structlab"]``, the digest of everything that decides
 its outputs:
 
-- the source and tags of its code cells, leaving out the cell papermill injects with the run's
-  parameters (markdown is not: prose is edited in the stored notebook itself, and a glue key it
-  names that no cell computes fails the book build);
+- the source and tags of its code cells, leaving out the ``parameters`` cell and the cell papermill
+  injects with the run's parameters (markdown is not: prose is edited in the stored notebook
+  itself, and a glue key it names that no cell computes fails the book build);
 - every parameter's value;
 - the ``structlab`` modules the notebook imports, followed through their own imports (an
   ``import`` anywhere in a module counts), with the data files beside them, and the pinned
@@ -102,7 +102,10 @@ def chapter_digest(nb: nbformat.NotebookNode, parameters: dict[str, Any], numeri
     cells = source_cells(nb)
     parts: dict[str, str] = {}
     cell_digest = hashlib.sha256()
-    for cell in (c for c in cells if c.cell_type == "code"):
+    # The parameters cell is left out too: every value it sets is in the parameters part, and
+    # its comments (descriptions, accepted values) do not change what the run computes.
+    for cell in (c for c in cells if c.cell_type == "code"
+                 and "parameters" not in c.metadata.get("tags", [])):
         cell_digest.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
         cell_digest.update(json.dumps(sorted(cell.metadata.get("tags", []))).encode())
     parts["notebook code cells"] = cell_digest.hexdigest()
