@@ -16,8 +16,9 @@ from structlab.metrics import count_parameters
 from structlab.models import MLP
 from structlab.neurogenesis.activations import ModifiedReLU
 from structlab.neurogenesis.growth import STRATEGIES, Neurogenesis, PresetSchedule
+from structlab.neurogenesis.triggers import GradientTrigger, auxiliary_gradients
 from structlab.reproducibility import seed_everything
-from structlab.training import evaluate, fit, make_loader
+from structlab.training import Callback, TrainState, evaluate, fit, make_loader
 
 __all__ = [
     "build_mlp",
@@ -25,6 +26,7 @@ __all__ = [
     "nf_sweep",
     "mlp_comparison",
     "trigger_costs",
+    "gradient_trigger_probe",
     "gamma_sweep",
     "width_frame",
     "conv_run",
@@ -309,6 +311,87 @@ def trigger_costs(
             }
         )
     return pd.DataFrame(rows)
+
+
+class _GradientProbe(Callback):
+    """Evaluates eq. 32 on every layer after the steps in ``steps`` without growing anything,
+    and stops training after the last of them."""
+
+    def __init__(self, steps: Sequence[int], scale: float) -> None:
+        self.steps, self.scale = sorted(set(steps)), scale
+        self.rows: list[dict[str, Any]] = []
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step in self.steps:
+            slots = list(state.model.layer_slots())
+            aux = auxiliary_gradients(state.model, slots, state.inputs, state.targets)
+            trigger = GradientTrigger(self.scale)
+            for layer, slot in enumerate(slots):
+                a = aux[slot.name]
+                count = trigger(slot.name, a)  # what T_grad would add after this step
+                norms = a.unit_norms.double()
+                top = float(torch.linalg.svdvals(a.G.double())[0])
+                threshold = self.scale * float(norms.sum())
+                self.rows.append(
+                    {
+                        "step": state.step,
+                        "layer": layer + 1,
+                        "width": slot.width,
+                        "top_sv": top,
+                        "threshold": threshold,
+                        "ratio": top / threshold,
+                        "mean_unit_norm": float(norms.mean()),
+                        "sv_over_unit": top / float(norms.mean()),
+                        "count": count,
+                    }
+                )
+        if state.step >= self.steps[-1]:
+            state.stop = True
+
+
+def gradient_trigger_probe(
+    train,
+    *,
+    hidden: Sequence[int],
+    steps: Sequence[int],
+    batch_size: int = 512,
+    lr: float = 3e-4,
+    grad_scale: float = 1.0,
+    seed: int = 0,
+    device="cpu",
+    quiet: bool = True,
+) -> pd.DataFrame:
+    """Eq. 32 measured on a static MLP (what a dynamic GradMax, Firefly or NeST run trains while
+    its trigger stays silent): after each step in ``steps`` (1 = after the first step), for every
+    hidden layer, the largest singular value ``top_sv`` of the auxiliary gradient, the trigger's
+    ``threshold`` (``grad_scale`` times the summed fan-in and fan-out gradient norms of the
+    layer's units), their ``ratio``, the mean gradient norm of one unit ``mean_unit_norm``,
+    ``sv_over_unit`` (``top_sv`` over that mean) and ``count``, the units ``T_grad`` would add.
+
+    The network, data order and optimizer are those of :func:`train_run` with the same
+    arguments; the probe's extra forward/backward passes do not change the training."""
+    if not steps or min(steps) < 1:
+        raise ValueError(f"steps must be positive step numbers, got {list(steps)}")
+    seed_everything(seed)
+    in_features = int(train.inputs[0].numel())
+    classes = int(train.targets.max()) + 1
+    model = build_mlp(in_features, hidden, classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    per_epoch = len(make_loader(train, batch_size, shuffle=True, seed=seed))
+    probe = _GradientProbe(steps, grad_scale)
+    fit(
+        model,
+        train,
+        epochs=-(-max(steps) // per_epoch),
+        batch_size=batch_size,
+        optimizer=opt,
+        callbacks=[probe],
+        device=device,
+        quiet=quiet,
+        seed=seed,
+        desc="eq. 32 probe",
+    )
+    return pd.DataFrame(probe.rows)
 
 
 def gamma_sweep(
