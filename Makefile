@@ -18,7 +18,8 @@ help:
 	@echo "make test   - set up, run the unit tests, the book and browser tests, nbval on the"
 	@echo "              smoke runs of every chapter (tests/notebooks)"
 	@echo "make lint   - ruff over the package, tests, benchmarks and notebooks"
-	@echo "make bench  - run every benchmark in benchmarks/"
+	@echo "make bench  - run every benchmark in benchmarks/, record them in results/bench/ and"
+	@echo "              rebuild the book's performance page from the records"
 
 venv: $(STAMP)
 
@@ -53,8 +54,9 @@ test-notebooks: data
 lint: $(STAMP)
 	$(BIN)/ruff check structlab tests benchmarks chapters
 
-bench: $(STAMP)
+bench: data
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python -m structlab.benchmarks page
 
 clean:
 	rm -rf book/_build

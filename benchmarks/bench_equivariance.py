@@ -1,13 +1,15 @@
 """Cost of group convolutions by kernel expansion: equivariant backbones against a plain CNN.
 
-Every forward pass of a :class:`~structlab.equivariance.GroupConv2d` expands its stored kernel
-with the group's actions before one ``conv2d`` (thesis §4.3.1). This benchmark times one forward +
-backward pass of the §4.5 backbone over D4, over C4, and with [G]-mixed layers over all six groups
-(EquiNAS_D), and reports each as a ratio to a plain CNN with the same expanded widths
-(``nn.Conv2d``, ``nn.BatchNorm2d``, the same pooling and head), measured in the same run
-(median of the repeats).
+Every training pass of a :class:`~structlab.equivariance.GroupConv2d` expands its stored kernel
+with the group's actions (one precomputed gather) before one ``conv2d`` (thesis §4.3.1); without
+autograd the expansion is cached. This benchmark times one forward + backward pass in training
+mode and one forward pass in evaluation mode of the §4.5 backbone over D4, C4 and C1, with
+[G]-mixed layers over all six groups (EquiNAS_D), and of the D4 network exported to plain modules,
+each as a ratio to a plain CNN with the same expanded widths (``nn.Conv2d``, ``nn.BatchNorm2d``,
+the same pooling and head). The networks take turns in every round; each ratio is the median
+over rounds of the ratio to the plain CNN's time in the same round.
 
-    python benchmarks/bench_equivariance.py [--channels 16 32] [--batch-size 64] [--repeats 5]
+    python benchmarks/bench_equivariance.py [--channels 16 32] [--batch-size 64] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from structlab import get_device, seed_everything
+from structlab.benchmarks import record
 from structlab.equivariance import ALL_GROUPS, EquivariantCNN
 from structlab.metrics import count_parameters
 
@@ -59,7 +62,9 @@ def plain_cnn(
 def _step_time(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, repeats: int
 ) -> float:
+    """Median seconds of one forward + backward pass in training mode."""
     loss_fn = nn.functional.cross_entropy
+    model.train()
     times = []
     for i in range(repeats + 1):
         if device.type == "cuda":
@@ -74,6 +79,23 @@ def _step_time(
     return statistics.median(times)
 
 
+def _eval_time(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int) -> float:
+    """Median seconds of one forward pass in evaluation mode without autograd."""
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -85,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=32, help="image size")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="rounds over all networks")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch_size < 1 or min(args.channels) < 1:
@@ -99,27 +121,59 @@ def main(argv: list[str] | None = None) -> int:
     baseline = plain_cnn(
         channels, in_channels=1, num_classes=10, hidden=64, pool_after=pool_after, expansion=8
     ).to(device)
-    base_time = _step_time(baseline, x, y, device, args.repeats)
-    print(
-        f"device {device}, batch {args.batch_size} of {args.size}x{args.size}, "
-        f"base channels {args.channels} (expanded x8)"
-    )
-    print(f"{'network':<26}{'params':>10}{'fwd+bwd (ms)':>15}{'ratio':>8}")
-    print(
-        f"{'plain CNN (same widths)':<26}{count_parameters(baseline):>10}"
-        f"{1000 * base_time:>15.1f}{1.0:>8.2f}"
-    )
+    models: dict[str, nn.Module] = {"plain CNN (same widths)": baseline}
     for label, spec in (
         ("D4 backbone", "D4"),
         ("C4 backbone", "C4"),
         ("C1 backbone", "C1"),
         ("mixed, 6 groups", tuple(ALL_GROUPS)),
     ):
-        model = EquivariantCNN(
+        models[label] = EquivariantCNN(
             [spec] * 8, channels=args.channels, hidden=64, pool_after=pool_after
         ).to(device)
-        t = _step_time(model, x, y, device, args.repeats)
-        print(f"{label:<26}{count_parameters(model):>10}{1000 * t:>15.1f}{t / base_time:>8.2f}")
+    # export() to plain modules; a checkout without it (the "before" numbers) leaves the row out
+    d4 = models["D4 backbone"]
+    exported = d4.export() if hasattr(d4, "export") else None
+    # rounds alternate between the networks so that a slow phase of the machine hits them alike
+    train: dict[str, list[float]] = {name: [] for name in models}
+    infer: dict[str, list[float]] = {name: [] for name in models}
+    if exported is not None:
+        infer["D4 exported"] = []
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            train[name].append(_step_time(model, x, y, device, 1))
+            infer[name].append(_eval_time(model, x, device, 1))
+        if exported is not None:
+            infer["D4 exported"].append(_eval_time(exported, x, device, 1))
+    base = "plain CNN (same widths)"
+
+    def paired(times: dict[str, list[float]], name: str) -> float:
+        """Median over rounds of the ratio to the baseline timed in the same round: a slow
+        phase of the machine slows both sides of a pair and cancels out."""
+        return statistics.median(t / b for t, b in zip(times[name], times[base]))
+    print(
+        f"device {device}, batch {args.batch_size} of {args.size}x{args.size}, "
+        f"base channels {args.channels} (expanded x8), median of {args.repeats} rounds"
+    )
+    print(f"{'network':<26}{'params':>10}{'fwd+bwd (ms)':>14}{'ratio':>7}"
+          f"{'eval fwd (ms)':>15}{'ratio':>7}")
+    rows = []
+    for name in infer:
+        model = models.get(name, exported)
+        t_infer = statistics.median(infer[name])
+        t_train = statistics.median(train[name]) if name in train else float("nan")
+        row = {
+            "network": name,
+            "parameters": count_parameters(model),
+            "train_ms": 1000 * t_train,
+            "train_ratio": paired(train, name) if name in train else float("nan"),
+            "eval_ms": 1000 * t_infer,
+            "eval_ratio": paired(infer, name),
+        }
+        rows.append(row)
+        print(f"{name:<26}{row['parameters']:>10}{row['train_ms']:>14.1f}"
+              f"{row['train_ratio']:>7.2f}{row['eval_ms']:>15.1f}{row['eval_ratio']:>7.2f}")
+    record("equivariance", rows, args)
     return 0
 
 

@@ -94,7 +94,10 @@ def main() -> None:
     if args.inner:
         print(json.dumps({"seconds": _workload(args.inner, args.images)}))
         return
+    from structlab.benchmarks import record
+
     print(f"threads: {os.environ.get('STRUCTLAB_THREADS', '2')}, repeats: {args.repeats}")
+    rows = []
     for name in WORKLOADS:
         times: dict[str, list[float]] = {"native": [], "portable": []}
         for _ in range(args.repeats):
@@ -103,6 +106,9 @@ def main() -> None:
         native, portable = (statistics.median(times[m]) for m in ("native", "portable"))
         print(f"{name:12s} native {native:7.3f} s   portable {portable:7.3f} s   "
               f"ratio {portable / native:5.2f}")
+        rows.append({"workload": name, "native_s": native, "portable_s": portable,
+                     "ratio": portable / native})
+    record("numerics", rows, args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from structlab import get_device, seed_everything
+from structlab.benchmarks import record
 from structlab.models import VGG
 from structlab.operators import (
     add_units,
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'operation':<34}{'ms':>10}{'ratio':>9}")
 
     ratios = []
+    rows = []
     for slot in model.layer_slots():
         k = args.units
 
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, t in ((f"add {k} units to {slot.name}", t_add),
                         (f"remove {k} units from {slot.name}", t_remove)):
             ratios.append(t / baseline)
+            rows.append({"operation": name, "ms": 1000 * t, "ratio": t / baseline})
             print(f"{name:<34}{1000 * t:>10.2f}{t / baseline:>9.3f}")
     train_step()  # the optimizer still works on the resized model
 
@@ -109,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, t in (("global magnitude pruning (1%)", t_prune),
                     ("NeST regrowth (1000 connections)", t_grow)):
+        rows.append({"operation": name, "ms": 1000 * t, "ratio": t / baseline})
         print(f"{name:<34}{1000 * t:>10.2f}{t / baseline:>9.3f}")
     train_step()
     print(f"unit surgery: median ratio {statistics.median(ratios):.3f}, "
           f"max {max(ratios):.3f} of one forward + backward pass")
+    record("operators", rows, args)
     return 0
 
 

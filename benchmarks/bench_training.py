@@ -17,6 +17,7 @@ import time
 import torch
 
 from structlab import get_device, seed_everything
+from structlab.benchmarks import record
 from structlab.data import load_dataset
 from structlab.models import MLP
 from structlab.training import Callback, fit, make_loader
@@ -57,9 +58,12 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["bare loop"])
     print(f"device: {device}, threads: {torch.get_num_threads()}, images: {len(data)}")
+    rows = []
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:14s} median {median:7.3f} s   ratio to bare loop {median / base:5.2f}")
+        rows.append({"loop": name, "seconds": median, "ratio": median / base})
+    record("training", rows, args)
 
 
 if __name__ == "__main__":

@@ -177,3 +177,48 @@ def test_residual_pathway_prior_layer():
     assert torch.allclose(rpp.collapse()(x), rpp(x), atol=1e-12)
     groups = rpp.param_groups()
     assert groups[1]["weight_decay"] == 1e-6 and "weight_decay" not in groups[0]
+
+
+@pytest.mark.parametrize("lifting", [True, False])
+@pytest.mark.parametrize("name", GROUP_NAMES)
+def test_single_gather_is_the_expansion_of_eq_2(name, lifting):
+    """The precomputed gather copies exactly the entries the written-out expansion (per-element
+    channel gathers, spatial actions, stack, row permutation) produces, and its gradient is the
+    same sum over the copies."""
+    layer = GroupConv2d(2, 3, 3, name, lifting=lifting)
+    reference = layer._expand_by_actions(layer.weight)
+    assert torch.equal(layer.expanded_weight(), reference)
+    assert (layer._gather is None) == (name == "C1")
+    bias = layer.bias.repeat_interleave(layer.group.order)[layer._row_order]
+    assert torch.equal(layer.expanded_bias(), bias)
+    upstream = torch.randn(reference.shape)
+    (grad_fast,) = torch.autograd.grad((layer.expanded_weight() * upstream).sum(), layer.weight)
+    (grad_ref,) = torch.autograd.grad(
+        (layer._expand_by_actions(layer.weight) * upstream).sum(), layer.weight
+    )
+    torch.testing.assert_close(grad_fast, grad_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GroupConv2d(2, 2, 3, "C4"),
+    lambda: MixedGroupConv(2, 2, 3, ("C1", "C4", "D4")),
+    lambda: ResidualPathwayConv(2, 2, 3),
+])
+def test_expansion_cache_without_autograd_follows_the_weights(make):
+    layer = make()
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        first = layer(x)
+        cached = layer.__dict__["_expansion_cache"]
+        assert torch.equal(layer(x), first) and layer.__dict__["_expansion_cache"] is cached
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(x).square().sum().backward()  # with autograd: no cache, gradients reach psi
+    assert "_expansion_cache" not in layer.__dict__
+    optimizer.step()
+    with torch.no_grad():
+        after = layer(x)
+        fresh = torch.nn.functional.conv2d(
+            x, layer.expanded_weight(), layer.expanded_bias(), padding=1
+        )
+    assert not torch.equal(after, first)
+    assert torch.equal(after, fresh)

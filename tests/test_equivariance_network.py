@@ -204,7 +204,8 @@ def test_batch_norm_calibration_matches_the_data(tiny):
     first = model.norms[0]
     with torch.no_grad():
         h = model.convs[0](tiny.inputs)
-        nat = h[:, first._to_nat].reshape(len(tiny), first.layout.relaxed_channels, 4, 16, 16)
+        order = first.layout.natural_to_canonical
+        nat = h[:, order].reshape(len(tiny), first.layout.relaxed_channels, 4, 16, 16)
         expected = nat.transpose(0, 1).reshape(first.layout.relaxed_channels, -1).mean(dim=1)
     assert torch.allclose(first.bn.running_mean, expected, atol=1e-5)
     assert first.bn.momentum == 0.1  # restored
@@ -218,3 +219,17 @@ def test_common_subgroup_and_mixed_fields():
     assert common_subgroup(ALL_GROUPS).name == "C1"
     net = EquivariantCNN([("C4", "D4")] * 8, channels=CH)
     assert net.norms[0].group.name == "C4" and net.pool.layout.group.name == "C4"
+
+
+@pytest.mark.parametrize("spec", ["D4", "C4", "D1", "C1", tuple(ALL_GROUPS), "rpp"])
+def test_export_to_plain_modules_equals_the_network(spec):
+    """export() gives plain Conv2d / BatchNorm2d / Linear modules with the same logits."""
+    torch.manual_seed(0)
+    model = randomized(EquivariantCNN([spec] * 4, channels=CH, pool_after=(2, 4)).double())
+    exported = model.export()
+    kinds = {type(m) for m in exported}
+    assert torch.nn.Conv2d in kinds and torch.nn.BatchNorm2d in kinds
+    assert not any("equivariance" in type(m).__module__ for m in exported.modules())
+    x = torch.randn(5, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=0, atol=1e-12)

@@ -98,6 +98,32 @@ def _natural_to_canonical(channels: int, group: str, reference: str) -> torch.Te
     return torch.tensor(out, dtype=torch.long)
 
 
+def _cached_expansion(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(layer.expanded_weight(), layer.expanded_bias())``, reused while autograd is off and no
+    parameter of ``layer`` has changed (evaluation and inference pay for the expansion once).
+
+    The cache is keyed by the storage and version counter of every parameter (the originals of
+    a weight-norm parametrization included), so an optimizer step, ``load_state_dict``, a copy
+    or a move to another device invalidates it. With autograd on, the expansion is recomputed so
+    that gradients reach ``psi``.
+    """
+    if torch.is_grad_enabled():
+        layer.__dict__.pop("_expansion_cache", None)
+        return layer.expanded_weight(), layer.expanded_bias()
+    params = tuple(layer.parameters())
+    state = tuple((p.data_ptr(), p._version) for p in params)
+    cached = layer.__dict__.get("_expansion_cache")
+    if (
+        cached is None
+        or len(cached[0]) != len(params)
+        or any(a is not b for a, b in zip(cached[0], params))
+        or cached[1] != state
+    ):
+        cached = (params, state, layer.expanded_weight(), layer.expanded_bias())
+        layer.__dict__["_expansion_cache"] = cached
+    return cached[2], cached[3]
+
+
 def _spatial_stack(kernels: Sequence[torch.Tensor], elements: Sequence[Element]) -> torch.Tensor:
     """Stack ``g . kernels[i]`` (spatial action on the last two dims) along a new dim 1."""
     return torch.stack([Group.act_on_kernel(k, g) for k, g in zip(kernels, elements)], dim=1)
@@ -151,6 +177,8 @@ class GroupConv2d(nn.Module):
         self.register_buffer("_row_order", self._rows(), persistent=False)
         if not lifting:
             self.register_buffer("_col_source", self._col_sources(), persistent=False)
+        self.register_buffer("_gather", self._gather_indices(), persistent=False)
+        self.register_buffer("_bias_gather", self._bias_indices(), persistent=False)
 
     # -- index bookkeeping ------------------------------------------------------------------
     def _rows(self) -> torch.Tensor:
@@ -170,9 +198,12 @@ class GroupConv2d(nn.Module):
         return c_rel.unsqueeze(0) * G.order + prod
 
     # -- the expanded kernel ----------------------------------------------------------------
-    def expanded_weight(self) -> torch.Tensor:
-        """The conv2d kernel ``(C_out |T|, C_in |T|, k, k)`` in canonical order (eq. 2-3)."""
-        w, G, k = self.weight, self.group, self.kernel_size
+    def _expand_by_actions(self, w: torch.Tensor) -> torch.Tensor:
+        """The expansion of eq. 2-3 written out: ``|G|`` channel gathers, the spatial action of
+        each element, a stack and a row permutation. Applied once, at construction, to the
+        indices of ``psi`` (``w`` = ``arange``) to build the single gather :meth:`expanded_weight`
+        uses; kept as the reference the tests compare that gather with."""
+        G, k = self.group, self.kernel_size
         if self.lifting:
             per_g = [w[:, :, 0]] * G.order
         else:
@@ -182,16 +213,45 @@ class GroupConv2d(nn.Module):
         natural = stacked.reshape(-1, stacked.shape[2], k, k)
         return natural[self._row_order]
 
+    def _gather_indices(self) -> torch.Tensor | None:
+        """For every entry of the expanded kernel, the flat index of the entry of ``psi`` it
+        copies; ``None`` when that is the identity (a C1 layer: the expansion is a view)."""
+        positions = torch.arange(self.weight.numel()).reshape(self.weight.shape)
+        index = self._expand_by_actions(positions).reshape(-1)
+        if index.numel() == positions.numel() and torch.equal(index, positions.reshape(-1)):
+            return None
+        return index
+
+    def _bias_indices(self) -> torch.Tensor | None:
+        index = torch.arange(self.out_layout.relaxed_channels)
+        index = index.repeat_interleave(self.group.order)[self._row_order]
+        return None if torch.equal(index, torch.arange(index.numel())) else index
+
+    def expanded_shape(self) -> tuple[int, int, int, int]:
+        """``(C_out |T|, C_in |T|, k, k)`` (lifting: ``(C_out |T|, C_in, k, k)``)."""
+        T, k = self.reference.order, self.kernel_size
+        n_in = self.in_channels if self.lifting else self.in_channels * T
+        return (self.out_channels * T, n_in, k, k)
+
+    def expanded_weight(self) -> torch.Tensor:
+        """The conv2d kernel ``(C_out |T|, C_in |T|, k, k)`` in canonical order (eq. 2-3): one
+        precomputed gather of ``psi`` (a view for C1)."""
+        w = self.weight.reshape(-1)
+        if self._gather is not None:
+            w = w.index_select(0, self._gather)
+        return w.view(self.expanded_shape())
+
     def expanded_bias(self) -> torch.Tensor | None:
         """The conv2d bias ``(C_out |T|,)``: one value per relaxed channel, shared over ``G``."""
         if self.bias is None:
             return None
-        return self.bias.repeat_interleave(self.group.order)[self._row_order]
+        return self.bias if self._bias_gather is None else self.bias.index_select(
+            0, self._bias_gather
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x, self.expanded_weight(), self.expanded_bias(), padding=self.kernel_size // 2
-        )
+        weight, bias = _cached_expansion(self)
+        return F.conv2d(x, weight, bias, padding=self.kernel_size // 2)
 
     # -- reading a kernel back ----------------------------------------------------------------
     @torch.no_grad()
@@ -292,13 +352,36 @@ class GroupBatchNorm2d(nn.Module):
         self.layout = FieldLayout(channels, group, reference)
         self.group = self.layout.group
         self.bn = nn.BatchNorm3d(self.layout.relaxed_channels, eps=eps, momentum=momentum)
-        self.register_buffer("_to_nat", self.layout.natural_to_canonical.clone(), persistent=False)
-        self.register_buffer("_to_can", self.layout.canonical_to_natural.clone(), persistent=False)
+        # the two channel permutations; None where the natural order is the canonical one
+        # (a layer over the reference group, or C1): then the layer is two reshapes and a BN
+        order = self.layout.natural_to_canonical
+        identity = torch.equal(order, torch.arange(order.numel()))
+        self.register_buffer("_to_nat", None if identity else order.clone(), persistent=False)
+        self.register_buffer(
+            "_to_can",
+            None if identity else self.layout.canonical_to_natural.clone(),
+            persistent=False,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        nat = x[:, self._to_nat].reshape(B, self.layout.relaxed_channels, self.group.order, H, W)
-        return self.bn(nat).reshape(B, -1, H, W)[:, self._to_can]
+        if self._to_nat is not None:
+            x = x[:, self._to_nat]
+        nat = x.reshape(B, self.layout.relaxed_channels, self.group.order, H, W)
+        out = self.bn(nat).reshape(B, -1, H, W)
+        return out if self._to_can is None else out[:, self._to_can]
+
+    def to_batchnorm2d(self) -> nn.BatchNorm2d:
+        """A plain ``nn.BatchNorm2d`` over the canonical channels that equals this layer in
+        evaluation mode: each canonical channel takes the running statistics and affine
+        parameters of its relaxed channel."""
+        src = self.layout.canonical_to_natural.to(self.bn.weight.device) // self.group.order
+        out = nn.BatchNorm2d(src.numel(), eps=self.bn.eps, momentum=self.bn.momentum)
+        out = out.to(self.bn.weight.device, self.bn.weight.dtype).eval()
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(out, name).copy_(getattr(self.bn, name)[src])
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.layout.channels} base channels, group={self.group.name}"
@@ -346,6 +429,13 @@ class GroupPool(nn.Module):
     @property
     def features(self) -> int:
         return self.layout.relaxed_channels
+
+    def averaging_matrix(self) -> torch.Tensor:
+        """``(C |R|, C |T|)``: the linear map from the spatial means of the canonical channels
+        to this pool's features (each relaxed channel averages its ``|G|`` canonical ones)."""
+        src = self.layout.canonical_to_natural // self.layout.group.order
+        onehot = F.one_hot(src, self.layout.relaxed_channels).T.to(torch.get_default_dtype())
+        return onehot / self.layout.group.order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
@@ -442,9 +532,8 @@ class MixedGroupConv(nn.Module):
         return sum(z[i] * b.expanded_bias() for i, b in enumerate(self.branches))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x, self.expanded_weight(), self.expanded_bias(), padding=self.kernel_size // 2
-        )
+        weight, bias = _cached_expansion(self)
+        return F.conv2d(x, weight, bias, padding=self.kernel_size // 2)
 
     def forward_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each branch's output ``[f * psi~^G]`` separately (the terms of eq. 11)."""
@@ -512,9 +601,8 @@ class ResidualPathwayConv(nn.Module):
         return self.equivariant.expanded_bias() + self.residual.expanded_bias()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x, self.expanded_weight(), self.expanded_bias(), padding=self.kernel_size // 2
-        )
+        weight, bias = _cached_expansion(self)
+        return F.conv2d(x, weight, bias, padding=self.kernel_size // 2)
 
     def param_groups(self) -> list[dict]:
         return [
