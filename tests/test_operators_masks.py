@@ -16,6 +16,7 @@ from structlab.operators import (
     sparsity,
     step_amount,
 )
+from structlab.operators.masks import lowest_entries
 
 
 def _linear(weight):
@@ -178,3 +179,50 @@ def test_random_regrowth_only_revives_dormant():
 def test_bad_arguments(call):
     with pytest.raises(ValueError):
         call(_linear(W1))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 300, 4095, 4096, 20000])
+def test_lowest_entries_is_a_stable_selection(n):
+    """The n smallest scores, ties at the threshold broken by lowest position (the order a
+    stable sort gives), also on inputs large enough for the sampled bound and with many ties."""
+    g = torch.Generator().manual_seed(n)
+    scores = torch.randint(0, 50, (20000,), generator=g).float()  # many ties
+    scores[::7] = float("inf")
+    expected = torch.sort(scores, stable=True).indices[:n].sort().values
+    assert torch.equal(lowest_entries(scores, n), expected)
+    smooth = torch.rand(30000, generator=g)
+    expected = torch.sort(smooth, stable=True).indices[:n].sort().values
+    assert torch.equal(lowest_entries(smooth, n), expected)
+
+
+def test_global_pruning_and_regrowth_follow_the_stable_ranking():
+    """prune_global and NeST regrowth pick exactly the connections a full stable sort ranks
+    lowest (pruning: smallest |w|; regrowth: largest |dL/dw| among dormant ones), and zero the
+    optimizer state of exactly those."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(30, 40), nn.ReLU(), nn.Linear(40, 20), nn.ReLU(),
+                          nn.Linear(20, 5))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(64, 30), torch.randint(0, 5, (64,))
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    layers = [model[0], model[2], model[4]]
+    weights = torch.cat([m.weight.detach().reshape(-1).abs() for m in layers])
+    n = 700
+    expected = torch.sort(weights, stable=True).indices[:n]
+    before = torch.cat([opt.state[m.weight]["exp_avg"].reshape(-1) for m in layers])
+    prune_global(model, n, optimizer=opt)
+    masks = torch.cat([get_mask(m).reshape(-1) for m in layers])
+    assert int((masks == 0).sum()) == n and bool((masks[expected] == 0).all())
+    state = torch.cat([opt.state[m.weight_orig]["exp_avg"].reshape(-1) for m in layers])
+    assert bool((state[expected] == 0).all())
+    assert torch.equal(state[masks > 0], before[masks > 0])
+    grads = connection_gradients(model, [(x, y)])
+    g = torch.cat([grads[m].reshape(-1) for m in layers])
+    score = torch.where(masks == 0, -g.abs(), torch.full_like(g, float("inf")))
+    grown = torch.sort(score, stable=True).indices[:50]
+    regrow_connections(model, 50, gradients=grads, optimizer=opt)
+    after = torch.cat([get_mask(m).reshape(-1) for m in layers])
+    assert bool((after[grown] == 1).all()) and int((after == 0).sum()) == n - 50
+    for m in layers:
+        assert torch.equal(m.weight, m.weight_orig * m.weight_mask)

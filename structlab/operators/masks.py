@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from structlab.operators._common import is_masked, weight_param
-from structlab.operators.optim import zero_state_entries
+from structlab.operators.optim import _flat, zero_state_at, zero_state_entries
 
 __all__ = [
     "PRUNING_METHODS",
@@ -209,7 +209,9 @@ def connection_scores(
         raise ValueError(f"unknown pruning method {method!r}; choose from {PRUNING_METHODS}")
     if granularity not in ("weight", "kernel"):
         raise ValueError(f"granularity must be 'weight' or 'kernel', got {granularity!r}")
-    w = weight_param(module).detach() * get_mask(module)
+    w = weight_param(module).detach()
+    if is_masked(module):
+        w = w * module.weight_mask
     if method == "magnitude":
         scores = w.abs()
     elif method == "taylor":
@@ -263,6 +265,61 @@ def _select_lowest(
     return out
 
 
+#: Positions sampled per stride when :func:`lowest_entries` bounds its threshold first.
+_SAMPLE_STRIDE = 64
+
+
+def lowest_entries(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Flat positions (int64, increasing) of the ``n`` smallest entries of the 1-d ``scores``;
+    among equal scores at the threshold the lowest positions are taken.
+
+    Exact, and linear in ``scores.numel()``: for large inputs a strided sample gives an upper
+    bound of the threshold, so that the exact selection (``torch.kthvalue``) only runs on the
+    entries below it; if the bound holds fewer than ``n`` entries, it runs on all of them.
+    """
+    total = scores.numel()
+    if n <= 0:
+        return torch.empty(0, dtype=torch.long, device=scores.device)
+    if n >= total:
+        return torch.arange(total, device=scores.device)
+    candidates = None
+    if total > 64 * _SAMPLE_STRIDE:
+        sample = scores[::_SAMPLE_STRIDE]
+        rank = min(sample.numel(), int(1.1 * n / _SAMPLE_STRIDE) + 64)
+        bound = torch.kthvalue(sample, rank).values
+        below = scores <= bound
+        if int(below.sum()) >= n:
+            candidates = below.nonzero().squeeze(1)
+    if candidates is None:
+        candidates = torch.arange(total, device=scores.device)
+    values = scores[candidates]
+    threshold = torch.kthvalue(values, n).values
+    strict = candidates[values < threshold]
+    ties = candidates[values == threshold][: n - strict.numel()]
+    return torch.cat([strict, ties]).sort().values
+
+
+def _per_module(positions: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Split increasing flat positions over consecutive blocks of ``sizes`` (local positions)."""
+    bounds = torch.tensor([0, *sizes], device=positions.device).cumsum(0)
+    cuts = torch.searchsorted(positions, bounds).tolist()
+    return [positions[a:b] - bounds[i] for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+
+
+def _prune_at(module: nn.Module, index: torch.Tensor, optimizer) -> None:
+    """Mask the connections at flat positions ``index`` (as :func:`set_mask` does: zero weight,
+    zero optimizer state), touching only those entries besides the mask's installation."""
+    if not is_masked(module):
+        torch_prune.custom_from_mask(module, "weight", torch.ones_like(weight_param(module)))
+    if index.numel() == 0:
+        return
+    orig, mask = module.weight_orig, module.weight_mask
+    _flat(orig).index_fill_(0, index, 0.0)
+    _flat(mask).index_fill_(0, index, 0.0)
+    zero_state_at(optimizer, orig, index)
+    module.weight = orig * mask
+
+
 def _units(mask: torch.Tensor, granularity: str) -> torch.Tensor:
     """The eligible-entry map at the chosen granularity (kernels alive if any entry is)."""
     if granularity == "kernel" and mask.dim() == 4:
@@ -298,6 +355,8 @@ def prune_global(
     mods = _as_modules(target)
     if method == "taylor" and gradients is None:
         raise ValueError("the 'taylor' score needs gradients (see connection_gradients)")
+    if granularity == "weight":
+        return _prune_weights(mods, amount, method, gradients, generator, optimizer)
     scores = [
         connection_scores(
             m,
@@ -322,6 +381,29 @@ def prune_global(
         set_mask(m, new, optimizer=optimizer)
         masks[m] = m.weight_mask
     return masks
+
+
+def _prune_weights(mods, amount, method, gradients, generator, optimizer):
+    """:func:`prune_global` for single connections: one flat ranking, index-based surgery."""
+    flat, sizes = [], []
+    available = 0
+    for m in mods:
+        s = connection_scores(
+            m, method, gradient=None if gradients is None else gradients[m], generator=generator
+        ).reshape(-1).float()
+        if is_masked(m):
+            active = m.weight_mask.reshape(-1) > 0
+            s = torch.where(active, s, torch.full_like(s, float("inf")))
+            available += int(active.sum())
+        else:
+            available += s.numel()
+        flat.append(s.cpu())
+        sizes.append(s.numel())
+    n = _check_amount(amount, available, "amount")
+    chosen = lowest_entries(torch.cat(flat), n)
+    for m, index in zip(mods, _per_module(chosen, sizes)):
+        _prune_at(m, index.to(weight_param(m).device), optimizer)
+    return {m: m.weight_mask for m in mods}
 
 
 def prune_unstructured(
@@ -395,28 +477,40 @@ def regrow_connections(
     groups = [mods] if scope == "global" else [[m] for m in mods]
     masks = {}
     for group in groups:
-        dormant = [get_mask(m) == 0 for m in group]
-        if method == "gradient":
-            # lowest of -|g| = largest |g|
-            scores = [-gradients[m].abs().to(get_mask(m)) for m in group]
-        else:
-            scores = [
-                torch.rand(get_mask(m).shape, generator=generator).to(get_mask(m)) for m in group
-            ]
-        n = _check_amount(amount, sum(int(d.sum()) for d in dormant), "amount")
-        chosen = _select_lowest(scores, dormant, n, "weight")
-        for m, c in zip(group, chosen):
-            mask = get_mask(m).clone()
-            mask[c] = 1
+        # only masked modules have dormant connections; the random scores are drawn for every
+        # module of the group all the same, so the generator's stream does not depend on that
+        dormant, scores, sizes = [], [], []
+        for m in group:
+            mask = get_mask(m).reshape(-1)
+            d = (mask == 0).nonzero().squeeze(1)
+            if method == "gradient":
+                s = -gradients[m].reshape(-1).abs().to(mask)[d]
+            else:
+                s = torch.rand(mask.shape, generator=generator).to(mask)[d]
+            dormant.append(d)
+            scores.append(s.float().cpu())
+            sizes.append(d.numel())
+        n = _check_amount(amount, sum(sizes), "amount")
+        chosen = lowest_entries(torch.cat(scores), n)
+        for m, d, local in zip(group, dormant, _per_module(chosen, sizes)):
+            index = d[local.to(d.device)]
             if init == "zeros":
-                value: torch.Tensor | float = 0.0
+                value = None
             elif init == "gradient":
-                value = -step_size * gradients[m].to(mask)
+                value = (-step_size * gradients[m].reshape(-1).to(weight_param(m)))[index]
             else:
                 fan = weight_param(m)[0].numel()
                 bound = 1.0 / fan**0.5
-                value = ((2 * torch.rand(mask.shape, generator=generator) - 1) * bound).to(mask)
-            if is_masked(m):
-                set_mask(m, mask, optimizer=optimizer, revive_value=value)
+                draw = (2 * torch.rand(weight_param(m).shape, generator=generator) - 1) * bound
+                value = draw.to(weight_param(m)).reshape(-1)[index]
+            if is_masked(m) and index.numel() > 0:
+                orig, mask = m.weight_orig, m.weight_mask
+                _flat(mask).index_fill_(0, index, 1.0)
+                if value is None:
+                    _flat(orig).index_fill_(0, index, 0.0)
+                else:
+                    _flat(orig).index_copy_(0, index, value)
+                zero_state_at(optimizer, orig, index)
+                m.weight = orig * mask
             masks[m] = get_mask(m)
     return masks

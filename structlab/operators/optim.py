@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["replace_parameter", "zero_state_entries"]
+__all__ = ["replace_parameter", "zero_state_entries", "zero_state_at"]
 
 
 def replace_parameter(
@@ -67,3 +67,23 @@ def zero_state_entries(
     for value in optimizer.state[param].values():
         if torch.is_tensor(value) and value.shape == param.shape:
             value.masked_fill_(where.to(value.device), 0)
+
+
+@torch.no_grad()
+def zero_state_at(
+    optimizer: torch.optim.Optimizer | None, param: torch.Tensor, index: torch.Tensor
+) -> None:
+    """Zero the optimizer state of ``param`` at the flat positions ``index`` (int64): the same
+    as :func:`zero_state_entries` for a sparse set of entries, without a full-size mask."""
+    if optimizer is None or param not in optimizer.state or index.numel() == 0:
+        return
+    for value in optimizer.state[param].values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            _flat(value).index_fill_(0, index.to(value.device), 0)
+
+
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    """A flat view of ``tensor`` that writes through (it must be contiguous)."""
+    if not tensor.is_contiguous():
+        raise ValueError("in-place surgery on flat positions needs a contiguous tensor")
+    return tensor.view(-1)
