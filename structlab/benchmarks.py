@@ -149,9 +149,13 @@ def records_digest(directory: str | os.PathLike[str] | None = None) -> str:
 
 
 def _label(row: Mapping[str, Any]) -> str:
+    """A row's name: its label column, followed by its setting unless that is the default
+    (``"north-random"`` for the MLP setting of the neurogenesis benchmark, ``"north-random
+    (cnn)"`` for its CNN setting)."""
+    setting = row.get("setting")
     for key in ("network", "strategy", "operation", "workload", "loop"):
         if key in row:
-            return str(row[key])
+            return str(row[key]) if setting in (None, "mlp") else f"{row[key]} ({setting})"
     raise KeyError(f"a benchmark row needs a label column, got {sorted(row)}")
 
 

@@ -5,7 +5,7 @@ returns plain records (one dict per run) that the notebook turns into tables and
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -247,8 +247,10 @@ def trigger_costs(
     **growth: Any,
 ) -> pd.DataFrame:
     """Thesis Table 9: seconds per mini-batch of evaluating each strategy's trigger on every
-    layer (buffer refresh, SVDs, auxiliary gradients; no growth: the maximum width is the
-    current width), next to the seconds of one training step of the same static network.
+    layer (Gram matrices and their eigenvalues, auxiliary gradients; no growth: the maximum
+    width is the current width), next to the seconds of one training step of the same static
+    network. The triggers run inside real training steps, so those that reuse the training
+    pass are measured as they run in training.
 
     ``ratio`` is (step + trigger) / step, the cost of a growing network's step relative to the
     static network's, as in the table.
@@ -265,19 +267,22 @@ def trigger_costs(
         if len(batches) == steps + 1:
             break
     widths = [s.width for s in model.layer_slots()]
+    from structlab.training import History, TrainState
 
-    def train_step(x, y):
+    def train_step(x, y, cb=None, state=None):
         opt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+        if cb is not None:
+            state.inputs, state.targets = x, y
+            state.step += 1
+            cb.on_step_end(state)
 
     train_step(*batches[0])  # warm-up
     t = time.perf_counter()
     for x, y in batches[1:]:
         train_step(x, y)
     step = (time.perf_counter() - t) / steps
-
-    from structlab.training import History, TrainState
 
     rows = []
     for strategy in strategies:
@@ -290,16 +295,12 @@ def trigger_costs(
             total_steps=steps,
         )
         cb.on_train_begin(state)
-        if cb.buffers is not None:  # a full buffer, as after the first steps of training
-            while len(cb.buffers.inputs) < cb.buffer_size:
-                for x, _ in batches:
-                    cb.buffers.observe(x)
-        state.inputs, state.targets = batches[0]
-        cb.on_step_end(state)  # warm-up (baselines)
+        # warm-up: full buffers and the baselines, as after the first steps of training
+        for _ in range(-(-cb.buffer_size // batch_size) + 1):
+            train_step(*batches[0], cb, state)
         cb.trigger_time = 0.0
-        for i, (x, y) in enumerate(batches[1:]):
-            state.inputs, state.targets, state.step = x, y, i + 1
-            cb.on_step_end(state)
+        for x, y in batches[1:]:
+            train_step(x, y, cb, state)
         cb.on_train_end(state)
         per_batch = cb.trigger_time / steps
         rows.append(
@@ -473,27 +474,42 @@ def conv_run(
     device="cpu",
     quiet: bool = True,
     label: str | None = None,
+    widths: Mapping[str, int] | None = None,
     **growth: Any,
 ) -> dict[str, Any]:
     """Thesis §6.3.4 (Fig. 31-32): a VGG-11 or WideResNet-28 starting at ``width`` times the
     standard widths, growing up to ``max_factor`` times them (2 for VGG-11, 6 for WRN-28), with
-    Adam and cosine annealing; static when ``strategy`` is None. ``widths`` are reported
-    relative to the standard network's."""
-    from structlab.models import VGG, WideResNet
+    Adam and cosine annealing; static when ``strategy`` is None. ``relative_widths`` are
+    reported relative to the standard network's, ``widths`` as unit counts per slot.
+
+    ``widths`` (VGG-11, static only): explicit widths per slot (``conv0`` ... ``dense1``), for
+    example the final widths of a grown run, instead of ``width`` times the standard ones."""
+    from structlab.models import VGG, VGG_CONFIGS, WideResNet
+
+    if widths is not None and (arch != "vgg11" or strategy is not None):
+        raise ValueError("explicit widths are for a static VGG-11 (strategy=None)")
 
     seed_everything(seed)
     channels, size = int(train.inputs.shape[1]), int(train.inputs.shape[-1])
     classes = int(train.targets.max()) + 1
 
-    def make(mult: float) -> nn.Module:
+    def make(mult: float, explicit: Mapping[str, int] | None = None) -> nn.Module:
         if arch == "vgg11":
+            cfg, dense = "vgg11", None
+            if explicit is not None:
+                layout, std_dense = VGG_CONFIGS["vgg11"]
+                convs = iter(explicit[f"conv{i}"] for i in range(len(layout)))
+                cfg = [e if e == "M" else next(convs) for e in layout]
+                dense = [explicit[f"dense{i}"] for i in range(len(std_dense))]
+                mult = 1.0
             return VGG(
-                "vgg11",
+                cfg,
                 width_multiplier=mult,
                 in_channels=channels,
                 num_classes=classes,
                 input_size=size,
                 activation=ModifiedReLU,
+                dense=dense,
             )
         if arch == "wrn28":
             return WideResNet(
@@ -506,7 +522,7 @@ def conv_run(
         raise ValueError(f"unknown arch {arch!r}: 'vgg11' or 'wrn28'")
 
     standard = make(1.0)
-    model = make(width).to(device)
+    model = make(width, widths).to(device)
     callbacks = []
     if strategy is not None:
         cb = Neurogenesis(
@@ -538,9 +554,12 @@ def conv_run(
         "arch": arch,
         "strategy": strategy or "static",
         "relative_widths": {k: v / std[k] for k, v in model.widths().items()},
+        "widths": model.widths(),
         "params": count_parameters(model),
         "accuracy": acc,
         "train_time": history.total_time,
+        "trigger_time": history.extra.get("trigger_time", [0.0])[0],
+        "init_time": history.extra.get("init_time", [0.0])[0],
         "events": len(history.extra.get("events", [])),
         "seed": seed,
     }

@@ -32,6 +32,7 @@ from structlab.neurogenesis.buffers import LayerBuffers
 from structlab.neurogenesis.initializations import INITIALIZATIONS, InitContext, rescale_rows
 from structlab.neurogenesis.triggers import (
     ActivationTrigger,
+    GradientRecorder,
     GradientTrigger,
     WeightTrigger,
     auxiliary_gradients,
@@ -129,7 +130,15 @@ class Neurogenesis(Callback):
         running_max: eq. 35 (default: for convolutional slots).
         grad_scale: ``scale`` of :class:`~structlab.neurogenesis.triggers.GradientTrigger`.
         firefly_eps, nest_quantile: settings of Firefly and NeST (§6.2.2).
-        refresh: how the buffers are filled (:mod:`structlab.neurogenesis.buffers`).
+        refresh: ``False`` (default): the triggers reuse the training pass, the activation
+            buffers recording its activations (:mod:`structlab.neurogenesis.buffers`) and the
+            gradient triggers its gradients (:class:`GradientRecorder`), with an extra pass
+            only after a growth event; ``True``: every evaluation refills the buffers with a
+            forward pass at the current weights and runs an extra forward/backward pass for
+            the auxiliary gradients (the authors' code; results differ by the staleness of the
+            recorded activations, at most ``buffer_size / batch`` steps). ``None``: streaming,
+            except for a model whose shortcuts are switched off while measuring (a WideResNet,
+            §6.2.3), whose training pass is not what the triggers measure.
         groups: slot names growing together (default: every slot alone, or
             :func:`wrn_groups` for a model with ``residual_enabled``).
         seed: seed of the candidates and random weights.
@@ -157,7 +166,7 @@ class Neurogenesis(Callback):
         grad_scale: float = 1.0,
         firefly_eps: float = 1e-4,
         nest_quantile: float = 0.4,
-        refresh: bool = True,
+        refresh: bool | None = None,
         groups: Sequence[Sequence[str]] | None = None,
         seed: int = 0,
         loss_fn=None,
@@ -176,7 +185,8 @@ class Neurogenesis(Callback):
         self.candidates = candidates
         self.running_max = running_max
         self.firefly_eps, self.nest_quantile = firefly_eps, nest_quantile
-        self.refresh = refresh
+        self.refresh_setting = refresh
+        self.refresh = bool(refresh)
         self.group_names = None if groups is None else [list(g) for g in groups]
         self.seed = seed
         self.loss_fn = loss_fn
@@ -187,6 +197,9 @@ class Neurogenesis(Callback):
         self.weight_trigger = WeightTrigger(gamma_w, eps=eps)
         self.grad_trigger = GradientTrigger(grad_scale)
         self.buffers: LayerBuffers | None = None
+        self.recorder: GradientRecorder | None = None
+        self._stale: set[str] = set()
+        self._x_stale: set[str] = set()
         self.trigger_time = 0.0
         self.init_time = 0.0
         self.events: list[dict] = []
@@ -234,11 +247,16 @@ class Neurogenesis(Callback):
         model = state.model
         self.generator = torch.Generator().manual_seed(self.seed)
         groups = self._groups(model)
+        if self.refresh_setting is None:
+            self.refresh = hasattr(model, "residual_enabled")
         self.initial = [g[0].width for g in groups]
         if self.needs_buffers:
             self.buffers = LayerBuffers(
                 model, [g[0] for g in groups], self.buffer_size, refresh=self.refresh
             )
+        if self.needs_gradients and not self.refresh:
+            self.recorder = GradientRecorder([g[0] for g in groups])
+            self.recorder.armed = 1 % self.every == 0
         if self.schedule is None and self.trigger_kind == "weight":
             for g in groups:  # the baseline phi_w(f_0, l) at initialization
                 self.weight_trigger(g[0].name, g[0].producers[0])
@@ -247,6 +265,9 @@ class Neurogenesis(Callback):
     def on_train_end(self, state: TrainState) -> None:
         if self.buffers is not None:
             self.buffers.remove()
+        if self.recorder is not None:
+            self.recorder.remove()
+            self.recorder = None
         h = state.history
         h.extra["widths"] = self.width_log
         h.extra["events"] = self.events
@@ -261,25 +282,45 @@ class Neurogenesis(Callback):
         t0 = time.perf_counter()
         if self.buffers is not None:
             self.buffers.observe(state.inputs)
+        evaluate = state.step % self.every == 0
+        recorded = None
+        if self.recorder is not None:
+            if evaluate and self.recorder.complete:
+                recorded = self.recorder
+            self.recorder.armed = (state.step + 1) % self.every == 0
         self.trigger_time += time.perf_counter() - t0
-        if state.step % self.every:
+        if not evaluate:
+            if self.recorder is not None:
+                self.recorder.clear()
             return
         model = state.model
         groups = self._groups(model)
-        dirty = True  # information must be (re)computed before the next trigger
+        # what the triggers read: in refresh mode the buffers are refilled first and again
+        # after every growth event (the authors' code). In streaming mode they already hold this
+        # step's activations and are refilled (one forward pass over the input FIFO) only where
+        # a growth event made them stale: the grown layer's own buffer before its next count,
+        # and the producer inputs X of the layer reading it before an initialization uses X.
+        # A function-preserving growth leaves every other activation as it was. The training
+        # pass's gradients serve the gradient triggers until a growth event changes the network.
+        stale_buffers = self.refresh
         aux = None
         for i, group in enumerate(groups):
             t1 = time.perf_counter()
             slot = group[0]
-            if dirty:
-                if self.buffers is not None:
+            if self.buffers is not None:
+                if stale_buffers:
                     self.buffers.update()
-                if self.needs_gradients:
-                    dense = [g[0] for g in groups]
+                    stale_buffers = False
+                elif not self.refresh and self._needs_refill(slot.name):
+                    self._refill()
+            if aux is None and self.needs_gradients:
+                dense = [g[0] for g in groups]
+                if recorded is not None:
+                    aux = recorded.aux(dense)
+                else:
                     aux = auxiliary_gradients(
                         model, dense, state.inputs, state.targets, self.loss_fn
                     )
-                dirty = False
             k = self.count(i, group, state, aux)
             k = max(0, min(k, self._max(i, group) - slot.width))
             if self.init_name == "gradmax":
@@ -287,13 +328,45 @@ class Neurogenesis(Callback):
             t2 = time.perf_counter()
             self.trigger_time += t2 - t1
             if k > 0:
+                if (
+                    self.buffers is not None
+                    and not self.refresh
+                    and self.init_name in ("select", "pre")
+                    and slot.name in self._x_stale
+                ):
+                    self._refill()  # the initialization reads X, which has grown
                 self.grow(state, group, k, aux)
                 self.events.append({"step": state.step, "layer": slot.name, "added": k})
-                dirty = True
-                if self.buffers is not None and not self.refresh:
-                    self.buffers.invalidate()
+                aux, recorded = None, None
+                if self.refresh:
+                    stale_buffers = True
+                elif self.buffers is not None:
+                    self._mark_stale(groups, group)
             self.init_time += time.perf_counter() - t2
+        if self.recorder is not None:
+            self.recorder.clear()
         self._log(state, groups)
+
+    def _mark_stale(self, groups: list[list[LayerSlot]], grown: list[LayerSlot]) -> None:
+        """After the group ``grown`` grew: its buffer is stale, and so are the inputs ``X`` of
+        the measured slots whose producer reads one of its slots."""
+        self._stale.add(grown[0].name)
+        readers = {id(c.module) for s in grown for c in s.consumers}
+        for g in groups:
+            if id(g[0].producers[0]) in readers:
+                self._x_stale.add(g[0].name)
+
+    def _refill(self) -> None:
+        self.buffers.update()
+        self._stale.clear()
+        self._x_stale.clear()
+
+    def _needs_refill(self, name: str) -> bool:
+        """Streaming mode: whether the buffer ``name`` must be refilled before its count (it
+        grew since it was filled, or restarted after growth while the input FIFO is full)."""
+        if name in self._stale:
+            return True
+        return len(self.buffers[name]) < self.buffer_size <= len(self.buffers.inputs)
 
     def count(self, i: int, group: list[LayerSlot], state: TrainState, aux) -> int:
         """The trigger's count for group ``i`` (or the schedule's), before clipping."""
@@ -305,12 +378,12 @@ class Neurogenesis(Callback):
             return target - slot.width
         if self.trigger_kind == "activation":
             buf = self.buffers[slot.name]
-            if buf.H is None or len(buf) < self.buffer_size:
+            if len(buf) < self.buffer_size:
                 return 0
             if self.metric == "ed" and slot.kind == "dense" and len(buf) <= slot.width:
                 return 0  # eq. 27 needs n > M
             running = slot.kind == "conv" if self.running_max is None else self.running_max
-            return self.act_triggers[running](slot.name, buf.H)
+            return self.act_triggers[running](slot.name, buf)
         if self.trigger_kind == "weight":
             return self.weight_trigger(slot.name, slot.producers[0])
         return self.grad_trigger(slot.name, aux[slot.name])

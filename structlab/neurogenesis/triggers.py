@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from structlab.models.slots import LayerSlot
+from structlab.neurogenesis.buffers import ActivationBuffer
 from structlab.neurogenesis.metrics import (
     orthogonality_gap,
     sample_matrix,
@@ -45,6 +46,7 @@ __all__ = [
     "WeightTrigger",
     "GradientTrigger",
     "AuxiliaryGradient",
+    "GradientRecorder",
     "auxiliary_gradients",
     "conv_auxiliary_matrix",
     "fan_out_basis_gradient",
@@ -60,6 +62,45 @@ def threshold_count(score: float, baseline: float, width: int, gamma: float) -> 
     maximum).
     """
     return max(0, int(math.floor(score + 1e-9)) - int(math.floor(gamma * baseline * width + 1e-9)))
+
+
+def gram_rank_count(gram: torch.Tensor, eps: float) -> int:
+    """Number of eigenvalues of the scaled Gram matrix ``H H^T / n`` above ``eps^2``: the
+    singular values of ``H / sqrt(n)`` above ``eps`` (``M phi_ED``, eq. 27).
+
+    Counted without eigenvalues, by Sylvester's law of inertia: the number of positive
+    eigenvalues of ``H H^T / n - eps^2 I`` is that of the block-diagonal ``D`` of its
+    Bunch-Kaufman factorisation ``L D L^T`` (``torch.linalg.ldl_factor``; 1 x 1 blocks by their
+    sign, 2 x 2 blocks by their determinant and trace), about six times cheaper than
+    ``eigvalsh``. The count equals the eigenvalue count up to rounding at the threshold.
+    """
+    A = gram.double() - (eps * eps) * torch.eye(gram.shape[0], dtype=torch.float64,
+                                                   device=gram.device)
+    LD, pivots, _ = torch.linalg.ldl_factor_ex(A)
+    d = LD.diagonal()
+    pivots = pivots.cpu()
+    if not bool((pivots < 0).any()):
+        return int((d > 0).sum())
+    # a 2 x 2 block occupies two consecutive negative pivots (LAPACK sytrf, lower storage)
+    starts = (pivots < 0).nonzero().flatten()[::2].to(d.device)
+    a, c, b = d[starts], d[starts + 1], LD.diagonal(-1)[starts]
+    det, trace = a * c - b * b, a + c
+    blocks = torch.where(det < 0, 1, torch.where(trace > 0, 2, 0)).sum()
+    single = torch.ones_like(d, dtype=torch.bool)
+    single[starts] = False
+    single[starts + 1] = False
+    return int((d[single] > 0).sum() + blocks)
+
+
+def gram_orthogonality_gap(gram: torch.Tensor, n: int) -> float:
+    """phi_OG (eq. 29) of a dense layer from its Gram matrix ``H H^T`` and ``n`` samples:
+    ``1 - sqrt(||H H^T||_F^2 / tr(H H^T)^2 - 1/n)`` (see
+    :func:`~structlab.neurogenesis.metrics.orthogonality_gap`)."""
+    fro2 = float(torch.diagonal(gram).sum())
+    if fro2 == 0.0:
+        return 0.0
+    gap2 = float((gram * gram).sum()) / fro2**2 - 1.0 / n
+    return 1.0 - math.sqrt(max(gap2, 0.0))
 
 
 def rank_count(H: torch.Tensor, eps: float) -> int:
@@ -99,8 +140,23 @@ class ActivationTrigger:
         self.baselines: dict[str, float] = {}
         self.last: dict[str, float] = {}
 
-    def measure(self, acts: torch.Tensor) -> tuple[float, int]:
-        """``(phi, score)`` of activations ``(n, M[, H, W])``: the metric and ``M phi``."""
+    def measure(self, acts: torch.Tensor | ActivationBuffer) -> tuple[float, int]:
+        """``(phi, score)`` of activations ``(n, M[, H, W])``: the metric and ``M phi``.
+
+        Given an :class:`~structlab.neurogenesis.buffers.ActivationBuffer`, phi_ED is read from
+        the eigenvalues of its running Gram matrix ``H H^T / n`` (``M x M``; the same count as
+        the SVD of ``H / sqrt(n)`` up to rounding), as is phi_OG of a dense layer
+        (``||H H^T||_F^2 / tr(H H^T)^2``)."""
+        if isinstance(acts, ActivationBuffer):
+            gram = acts.gram()
+            M, n = gram.shape[0], acts.columns
+            if self.metric == "ed":
+                r = gram_rank_count(gram / n, self.eps)
+                return r / M, r
+            if acts.H.dim() == 2:
+                phi = gram_orthogonality_gap(gram, n)
+                return phi, int(math.ceil(phi * M - 1e-9))
+            acts = acts.H
         M = acts.shape[1]
         if self.metric == "ed":
             r = rank_count(unit_matrix(acts), self.eps)
@@ -108,9 +164,10 @@ class ActivationTrigger:
         phi = orthogonality_gap(sample_matrix(acts))
         return phi, int(math.ceil(phi * M - 1e-9))
 
-    def __call__(self, name: str, acts: torch.Tensor) -> int:
-        """Units to add to layer ``name`` whose buffered activations are ``acts``."""
-        M = acts.shape[1]
+    def __call__(self, name: str, acts: torch.Tensor | ActivationBuffer) -> int:
+        """Units to add to layer ``name`` whose buffered activations are ``acts`` (a tensor
+        ``(n, M[, H, W])`` or the buffer itself)."""
+        M = acts.units if isinstance(acts, ActivationBuffer) else acts.shape[1]
         phi, score = self.measure(acts)
         self.last[name] = phi
         if name not in self.baselines:  # the network at initialization, f_0
@@ -135,7 +192,11 @@ class WeightTrigger:
     def __call__(self, name: str, module: nn.Module) -> int:
         W = weight_matrix(module)
         M = W.shape[0]
-        r = int((scaled_singular_values(W) > self.eps).sum())
+        # the inertia of the min(M, columns)-sided Gram matrix in float64: the same count as
+        # svdvals up to rounding, and several times cheaper
+        Wd = W.double()
+        gram = Wd @ Wd.T if M <= Wd.shape[1] else Wd.T @ Wd
+        r = gram_rank_count(gram / Wd.shape[1], self.eps)
         self.last[name] = r / M
         if name not in self.baselines:
             self.baselines[name] = r / M
@@ -305,6 +366,126 @@ def conv_auxiliary_matrix(
     return G
 
 
+class GradientRecorder:
+    """Forward hooks that record, for every slot, what one forward/backward pass tells
+    :class:`AuxiliaryGradient`: the producer's input and output, the shape of the consumer's
+    input, the consumer's output and (with ``capture_dz``) its gradient, caught by a tensor hook
+    when the backward pass reaches it.
+
+    It serves the extra pass of :func:`auxiliary_gradients` and, armed before a training step
+    (:class:`~structlab.neurogenesis.growth.Neurogenesis` does so), lets a gradient trigger
+    reuse the forward and backward pass that training has already run: :meth:`aux` then reads
+    the parameter gradients from ``.grad``.
+    """
+
+    def __init__(self, slots: Sequence[LayerSlot], *, capture_dz: bool = True) -> None:
+        for s in slots:
+            _check_gradient_slot(s)
+        self.names = [s.name for s in slots]
+        self.capture_dz = capture_dz
+        self.armed = True
+        self.xs: dict[str, torch.Tensor] = {}
+        self.zs: dict[str, torch.Tensor] = {}
+        self.znext: dict[str, torch.Tensor] = {}
+        self.cin: dict[str, tuple[int, ...]] = {}
+        self.dz: dict[str, torch.Tensor] = {}
+        self._handles = []
+        for s in slots:
+            prod, cons = s.producers[0], s.consumers[0].module
+            self._handles += [
+                prod.register_forward_pre_hook(self._pre(s.name)),
+                prod.register_forward_hook(self._post(s.name)),
+                cons.register_forward_pre_hook(self._cpre(s.name)),
+                cons.register_forward_hook(self._next(s.name)),
+            ]
+
+    def _pre(self, name: str):
+        def hook(module, args):
+            if self.armed:
+                self.xs[name] = args[0].detach()
+
+        return hook
+
+    def _post(self, name: str):
+        def hook(module, args, out):
+            if self.armed:
+                self.zs[name] = out.detach()
+
+        return hook
+
+    def _cpre(self, name: str):
+        def hook(module, args):
+            if self.armed:
+                self.cin[name] = tuple(args[0].shape)
+
+        return hook
+
+    def _next(self, name: str):
+        def keep(grad: torch.Tensor) -> None:
+            self.dz[name] = grad.detach()
+
+        def hook(module, args, out):
+            if self.armed:
+                self.znext[name] = out
+                if self.capture_dz and out.requires_grad:
+                    out.register_hook(keep)
+
+        return hook
+
+    @property
+    def complete(self) -> bool:
+        """Whether a whole forward and backward pass was recorded for every slot."""
+        need = (self.xs, self.zs, self.cin) + ((self.dz,) if self.capture_dz else ())
+        return all(name in d for d in need for name in self.names)
+
+    def clear(self) -> None:
+        for d in (self.xs, self.zs, self.znext, self.cin, self.dz):
+            d.clear()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def aux(self, slots: Sequence[LayerSlot], grads=None) -> dict[str, AuxiliaryGradient]:
+        """:class:`AuxiliaryGradient` of every slot from the recorded pass. ``grads`` maps a
+        parameter to its gradient (default: its ``.grad``, as left by a training step)."""
+        grad_of = (lambda p: p.grad) if grads is None else grads
+        result = {}
+        for s in slots:
+            prod, cons = s.producers[0], s.consumers[0].module
+            M = s.width
+            g_in = grad_of(prod.weight)
+            g_in = torch.zeros_like(prod.weight) if g_in is None else g_in
+            rows = g_in.reshape(M, -1).pow(2).sum(1)
+            if prod.bias is not None and grad_of(prod.bias) is not None:
+                rows = rows + grad_of(prod.bias).pow(2)
+            g_out = grad_of(cons.weight)
+            g_out = torch.zeros_like(cons.weight) if g_out is None else g_out
+            cols = g_out.reshape(g_out.shape[0], M, -1).pow(2).sum((0, 2))
+            norms = rows.sqrt() + cols.sqrt()
+            dz = self.dz.get(s.name)
+            dz = torch.zeros_like(self.znext[s.name]) if dz is None else dz
+            if s.kind == "dense":
+                X = self.xs[s.name].flatten(1)
+                G = dz.T @ X
+                shape = None
+            else:
+                X = self.xs[s.name]
+                shape = self.cin[s.name]
+                read = _read_map_shape(s, self.zs[s.name].shape, shape)
+                G = conv_auxiliary_matrix(s, X, dz, self.zs[s.name].shape[-2:], read)
+            result[s.name] = AuxiliaryGradient(
+                X=X,
+                Z=self.zs[s.name],
+                dZ_next=dz,
+                G=G,
+                unit_norms=norms.detach(),
+                consumer_input=shape,
+            )
+        return result
+
+
 def auxiliary_gradients(
     model: nn.Module,
     slots: Sequence[LayerSlot],
@@ -322,34 +503,7 @@ def auxiliary_gradients(
     convolution of a VGG, read by a dense layer through ``flatten``, too). A slot with several
     producers or consumers (a residual stream) raises ``NotImplementedError``."""
     loss_fn = loss_fn or nn.functional.cross_entropy
-    for s in slots:
-        _check_gradient_slot(s)
-    xs: dict[str, torch.Tensor] = {}
-    zs: dict[str, torch.Tensor] = {}
-    znext: dict[str, torch.Tensor] = {}
-    cin: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for s in slots:
-        prod, cons = s.producers[0], s.consumers[0].module
-
-        def pre(module, args, _n=s.name):
-            xs[_n] = args[0].detach()
-
-        def post(module, args, out, _n=s.name):
-            zs[_n] = out.detach()
-
-        def cpre(module, args, _n=s.name):
-            cin[_n] = tuple(args[0].shape)
-
-        def nxt(module, args, out, _n=s.name):
-            znext[_n] = out
-
-        handles += [
-            prod.register_forward_pre_hook(pre),
-            prod.register_forward_hook(post),
-            cons.register_forward_pre_hook(cpre),
-            cons.register_forward_hook(nxt),
-        ]
+    recorder = GradientRecorder(slots, capture_dz=False)
     # the extra pass must not move BatchNorm running statistics (nor the function in eval mode)
     saved = [
         (m, name, buf.clone())
@@ -361,15 +515,14 @@ def auxiliary_gradients(
     try:
         loss = loss_fn(model(inputs), targets)
     finally:
-        for h in handles:
-            h.remove()
+        recorder.remove()
     params = []
     for s in slots:
         params += [s.producers[0].weight, s.consumers[0].module.weight]
         if s.producers[0].bias is not None:
             params.append(s.producers[0].bias)
     params = list(dict.fromkeys(params))  # unique, in order
-    outs = [znext[s.name] for s in slots]
+    outs = [recorder.znext[s.name] for s in slots]
     try:
         grads = torch.autograd.grad(loss, params + outs, allow_unused=True)
     finally:
@@ -377,33 +530,10 @@ def auxiliary_gradients(
             for m, name, buf in saved:
                 getattr(m, name).copy_(buf)
     by_param = {id(p): g for p, g in zip(params, grads[: len(params)])}
-    result = {}
     for s, dz in zip(slots, grads[len(params) :]):
-        prod, cons = s.producers[0], s.consumers[0].module
-        M = s.width
-        g_in = by_param[id(prod.weight)]
-        g_in = torch.zeros_like(prod.weight) if g_in is None else g_in
-        rows = g_in.reshape(M, -1).pow(2).sum(1)
-        if prod.bias is not None and by_param.get(id(prod.bias)) is not None:
-            rows = rows + by_param[id(prod.bias)].pow(2)
-        g_out = by_param[id(cons.weight)]
-        g_out = torch.zeros_like(cons.weight) if g_out is None else g_out
-        cols = g_out.reshape(g_out.shape[0], M, -1).pow(2).sum((0, 2))
-        norms = rows.sqrt() + cols.sqrt()
-        dz = torch.zeros_like(znext[s.name]) if dz is None else dz.detach()
-        if s.kind == "dense":
-            X = xs[s.name].flatten(1)
-            G = dz.T @ X
-            shape = None
-        else:
-            X = xs[s.name]
-            shape = cin[s.name]
-            read = _read_map_shape(s, zs[s.name].shape, shape)
-            G = conv_auxiliary_matrix(s, X, dz, zs[s.name].shape[-2:], read)
-        result[s.name] = AuxiliaryGradient(
-            X=X, Z=zs[s.name], dZ_next=dz, G=G, unit_norms=norms.detach(), consumer_input=shape
-        )
-    return result
+        if dz is not None:
+            recorder.dz[s.name] = dz.detach()
+    return recorder.aux(slots, lambda p: by_param.get(id(p)))
 
 
 class GradientTrigger:
@@ -426,7 +556,11 @@ class GradientTrigger:
         self.last: dict[str, float] = {}
 
     def __call__(self, name: str, aux: AuxiliaryGradient) -> int:
-        sv = torch.linalg.svdvals(aux.G.double())
+        # singular values of G from the eigenvalues of its smaller Gram matrix (float64): the
+        # same numbers up to rounding, several times cheaper than an SVD of G
+        G = aux.G.double()
+        gram = G @ G.T if G.shape[0] <= G.shape[1] else G.T @ G
+        sv = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
         threshold = self.scale * float(aux.unit_norms.sum())
-        self.last[name] = float(sv[0]) / max(threshold, 1e-300) if sv.numel() else 0.0
+        self.last[name] = float(sv[-1]) / max(threshold, 1e-300) if sv.numel() else 0.0
         return int((sv > threshold).sum())
