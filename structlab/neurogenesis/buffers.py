@@ -207,6 +207,7 @@ class LayerBuffers:
         self.buffers = {s.name: ActivationBuffer(size) for s in slots}
         self.inputs = InputBuffer(size)
         self.recording = not refresh
+        self._refilling = False
         self._pending: dict[str, torch.Tensor] = {}
         self._handles: list = []
         for s in slots:
@@ -228,8 +229,6 @@ class LayerBuffers:
                 self.buffers[name].push(self._pending.pop(name, None), output)
 
         return hook
-
-    _refilling = False
 
     def observe(self, inputs: torch.Tensor) -> None:
         """Record a training batch of network inputs (the FIFO :meth:`update` refills from)."""

@@ -18,7 +18,7 @@ from structlab.neurogenesis.activations import ModifiedReLU
 from structlab.neurogenesis.growth import STRATEGIES, Neurogenesis, PresetSchedule
 from structlab.neurogenesis.triggers import GradientTrigger, auxiliary_gradients
 from structlab.reproducibility import seed_everything
-from structlab.training import Callback, TrainState, evaluate, fit, make_loader
+from structlab.training import Callback, History, TrainState, evaluate, fit, make_loader
 
 __all__ = [
     "build_mlp",
@@ -267,7 +267,6 @@ def trigger_costs(
         if len(batches) == steps + 1:
             break
     widths = [s.width for s in model.layer_slots()]
-    from structlab.training import History, TrainState
 
     def train_step(x, y, cb=None, state=None):
         opt.zero_grad(set_to_none=True)

@@ -295,24 +295,22 @@ class Neurogenesis(Callback):
             return
         model = state.model
         groups = self._groups(model)
-        # what the triggers read: in refresh mode the buffers are refilled first and again
-        # after every growth event (the authors' code). In streaming mode they already hold this
-        # step's activations and are refilled (one forward pass over the input FIFO) only where
-        # a growth event made them stale: the grown layer's own buffer before its next count,
-        # and the producer inputs X of the layer reading it before an initialization uses X.
-        # A function-preserving growth leaves every other activation as it was. The training
-        # pass's gradients serve the gradient triggers until a growth event changes the network.
-        stale_buffers = self.refresh
+        # what the triggers read. A buffer is refilled (one forward pass over the input FIFO)
+        # before a count when it is stale: in refresh mode every buffer at every evaluation and
+        # after every growth event (the authors' code); in streaming mode the buffers already
+        # hold this step's activations, and only a growth event makes one stale: the grown
+        # layer's own buffer, and the producer inputs X of the layer reading it before an
+        # initialization uses X (a function-preserving growth leaves every other activation as
+        # it was). The training pass's gradients serve the gradient triggers until a growth
+        # event changes the network.
+        if self.buffers is not None and self.refresh:
+            self._stale.update(self.buffers.names)
         aux = None
         for i, group in enumerate(groups):
             t1 = time.perf_counter()
             slot = group[0]
-            if self.buffers is not None:
-                if stale_buffers:
-                    self.buffers.update()
-                    stale_buffers = False
-                elif not self.refresh and self._needs_refill(slot.name):
-                    self._refill()
+            if self.buffers is not None and self._needs_refill(slot.name):
+                self._refill()
             if aux is None and self.needs_gradients:
                 dense = [g[0] for g in groups]
                 if recorded is not None:
@@ -328,19 +326,12 @@ class Neurogenesis(Callback):
             t2 = time.perf_counter()
             self.trigger_time += t2 - t1
             if k > 0:
-                if (
-                    self.buffers is not None
-                    and not self.refresh
-                    and self.init_name in ("select", "pre")
-                    and slot.name in self._x_stale
-                ):
+                if self.init_name in ("select", "pre") and slot.name in self._x_stale:
                     self._refill()  # the initialization reads X, which has grown
                 self.grow(state, group, k, aux)
                 self.events.append({"step": state.step, "layer": slot.name, "added": k})
                 aux, recorded = None, None
-                if self.refresh:
-                    stale_buffers = True
-                elif self.buffers is not None:
+                if self.buffers is not None:
                     self._mark_stale(groups, group)
             self.init_time += time.perf_counter() - t2
         if self.recorder is not None:
@@ -349,7 +340,11 @@ class Neurogenesis(Callback):
 
     def _mark_stale(self, groups: list[list[LayerSlot]], grown: list[LayerSlot]) -> None:
         """After the group ``grown`` grew: its buffer is stale, and so are the inputs ``X`` of
-        the measured slots whose producer reads one of its slots."""
+        the measured slots whose producer reads one of its slots (in refresh mode: every
+        buffer)."""
+        if self.refresh:
+            self._stale.update(self.buffers.names)
+            return
         self._stale.add(grown[0].name)
         readers = {id(c.module) for s in grown for c in s.consumers}
         for g in groups:
@@ -362,8 +357,8 @@ class Neurogenesis(Callback):
         self._x_stale.clear()
 
     def _needs_refill(self, name: str) -> bool:
-        """Streaming mode: whether the buffer ``name`` must be refilled before its count (it
-        grew since it was filled, or restarted after growth while the input FIFO is full)."""
+        """Whether the buffer ``name`` must be refilled before its count: it is stale, or it
+        restarted after growth (streaming) while the input FIFO is full."""
         if name in self._stale:
             return True
         return len(self.buffers[name]) < self.buffer_size <= len(self.buffers.inputs)

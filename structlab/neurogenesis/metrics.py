@@ -24,6 +24,8 @@ __all__ = [
     "effective_dimension",
     "effective_dimensions",
     "orthogonality_gap",
+    "gram_orthogonality_gap",
+    "small_gram",
     "scaled_singular_values",
     "unit_matrix",
     "sample_matrix",
@@ -63,11 +65,7 @@ def scaled_singular_values(H: torch.Tensor, *, method: str = "svd") -> torch.Ten
     if method == "svd":
         return torch.linalg.svdvals(H / math.sqrt(n))
     if method == "gram":
-        Hd = H.double()
-        if H.shape[-2] <= n:
-            gram = Hd @ Hd.transpose(-1, -2) / n
-        else:
-            gram = Hd.transpose(-1, -2) @ Hd / n
+        gram = small_gram(H) / n
         eig = torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0)
         return eig.sqrt().to(H.dtype)
     raise ValueError(f"unknown method {method!r}; use 'svd' or 'gram'")
@@ -128,13 +126,27 @@ def orthogonality_gap(H: torch.Tensor) -> float:
     (:func:`sample_matrix`). An all-zero ``H`` has no orthogonality: 0 is returned.
     """
     H = _as_matrix(H).double()
-    n = H.shape[1]
-    fro2 = float((H * H).sum())
+    return gram_orthogonality_gap(small_gram(H), H.shape[1], fro2=float((H * H).sum()))
+
+
+def gram_orthogonality_gap(gram: torch.Tensor, n: int, *, fro2: float | None = None) -> float:
+    """phi_OG (eq. 29) from either Gram matrix of ``H`` (``H H^T`` or ``H^T H``: their squared
+    Frobenius norms agree) and its ``n`` samples: ``1 - sqrt(||G||_F^2 / ||H||_F^4 - 1/n)``,
+    with ``||H||_F^2 = tr(G)`` unless ``fro2`` is given."""
+    if fro2 is None:
+        fro2 = float(torch.diagonal(gram).sum())
     if fro2 == 0.0:
         return 0.0
-    small = H @ H.T if H.shape[0] <= n else H.T @ H
-    gap2 = float((small * small).sum()) / fro2**2 - 1.0 / n
+    gap2 = float((gram * gram).sum()) / fro2**2 - 1.0 / n
     return 1.0 - math.sqrt(max(gap2, 0.0))
+
+
+def small_gram(A: torch.Tensor) -> torch.Tensor:
+    """The smaller of ``A A^T`` and ``A^T A`` in float64, for ``A`` of shape ``(..., r, c)``:
+    the same nonzero eigenvalues (the squared singular values of ``A``) at the lower cost."""
+    Ad = A.double()
+    At = Ad.transpose(-1, -2)
+    return Ad @ At if A.shape[-2] <= A.shape[-1] else At @ Ad
 
 
 def unit_matrix(acts: torch.Tensor) -> torch.Tensor:

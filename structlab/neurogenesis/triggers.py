@@ -33,9 +33,11 @@ from torch import nn
 from structlab.models.slots import LayerSlot
 from structlab.neurogenesis.buffers import ActivationBuffer
 from structlab.neurogenesis.metrics import (
+    gram_orthogonality_gap,
     orthogonality_gap,
     sample_matrix,
     scaled_singular_values,
+    small_gram,
     unit_matrix,
     weight_matrix,
 )
@@ -92,17 +94,6 @@ def gram_rank_count(gram: torch.Tensor, eps: float) -> int:
     return int((d[single] > 0).sum() + blocks)
 
 
-def gram_orthogonality_gap(gram: torch.Tensor, n: int) -> float:
-    """phi_OG (eq. 29) of a dense layer from its Gram matrix ``H H^T`` and ``n`` samples:
-    ``1 - sqrt(||H H^T||_F^2 / tr(H H^T)^2 - 1/n)`` (see
-    :func:`~structlab.neurogenesis.metrics.orthogonality_gap`)."""
-    fro2 = float(torch.diagonal(gram).sum())
-    if fro2 == 0.0:
-        return 0.0
-    gap2 = float((gram * gram).sum()) / fro2**2 - 1.0 / n
-    return 1.0 - math.sqrt(max(gap2, 0.0))
-
-
 def rank_count(H: torch.Tensor, eps: float) -> int:
     """Number of singular values of ``H / sqrt(n)`` above ``eps`` (``M phi_ED``, eq. 27)."""
     if H.shape[1] > 4 * H.shape[0]:
@@ -153,7 +144,7 @@ class ActivationTrigger:
             if self.metric == "ed":
                 r = gram_rank_count(gram / n, self.eps)
                 return r / M, r
-            if acts.H.dim() == 2:
+            if n == len(acts):  # one column per sample: the unit Gram matrix is eq. 29's
                 phi = gram_orthogonality_gap(gram, n)
                 return phi, int(math.ceil(phi * M - 1e-9))
             acts = acts.H
@@ -194,9 +185,7 @@ class WeightTrigger:
         M = W.shape[0]
         # the inertia of the min(M, columns)-sided Gram matrix in float64: the same count as
         # svdvals up to rounding, and several times cheaper
-        Wd = W.double()
-        gram = Wd @ Wd.T if M <= Wd.shape[1] else Wd.T @ Wd
-        r = gram_rank_count(gram / Wd.shape[1], self.eps)
+        r = gram_rank_count(small_gram(W) / W.shape[1], self.eps)
         self.last[name] = r / M
         if name not in self.baselines:
             self.baselines[name] = r / M
@@ -458,8 +447,9 @@ class GradientRecorder:
             g_in = grad_of(prod.weight)
             g_in = torch.zeros_like(prod.weight) if g_in is None else g_in
             rows = g_in.reshape(M, -1).pow(2).sum(1)
-            if prod.bias is not None and grad_of(prod.bias) is not None:
-                rows = rows + grad_of(prod.bias).pow(2)
+            g_bias = None if prod.bias is None else grad_of(prod.bias)
+            if g_bias is not None:
+                rows = rows + g_bias.pow(2)
             g_out = grad_of(cons.weight)
             g_out = torch.zeros_like(cons.weight) if g_out is None else g_out
             cols = g_out.reshape(g_out.shape[0], M, -1).pow(2).sum((0, 2))
@@ -558,9 +548,7 @@ class GradientTrigger:
     def __call__(self, name: str, aux: AuxiliaryGradient) -> int:
         # singular values of G from the eigenvalues of its smaller Gram matrix (float64): the
         # same numbers up to rounding, several times cheaper than an SVD of G
-        G = aux.G.double()
-        gram = G @ G.T if G.shape[0] <= G.shape[1] else G.T @ G
-        sv = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+        sv = torch.linalg.eigvalsh(small_gram(aux.G)).clamp_min(0).sqrt()
         threshold = self.scale * float(aux.unit_norms.sum())
         self.last[name] = float(sv[-1]) / max(threshold, 1e-300) if sv.numel() else 0.0
         return int((sv > threshold).sum())

@@ -306,16 +306,27 @@ def _per_module(positions: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]
     return [positions[a:b] - bounds[i] for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
 
 
-def _prune_at(module: nn.Module, index: torch.Tensor, optimizer) -> None:
-    """Mask the connections at flat positions ``index`` (as :func:`set_mask` does: zero weight,
-    zero optimizer state), touching only those entries besides the mask's installation."""
+def _set_at(
+    module: nn.Module,
+    index: torch.Tensor,
+    alive: bool,
+    optimizer,
+    value: torch.Tensor | None = None,
+) -> None:
+    """Index-based :func:`set_mask`: mask (``alive=False``) or revive (``alive=True``) the
+    connections at flat positions ``index``. Their ``weight_orig`` becomes 0, or ``value``
+    (one entry per position) when given, and their optimizer state is zeroed; every other entry
+    is left untouched. A module without a mask gets one installed first."""
     if not is_masked(module):
         torch_prune.custom_from_mask(module, "weight", torch.ones_like(weight_param(module)))
     if index.numel() == 0:
         return
     orig, mask = module.weight_orig, module.weight_mask
-    _flat(orig).index_fill_(0, index, 0.0)
-    _flat(mask).index_fill_(0, index, 0.0)
+    _flat(mask).index_fill_(0, index, 1.0 if alive else 0.0)
+    if value is None:
+        _flat(orig).index_fill_(0, index, 0.0)
+    else:
+        _flat(orig).index_copy_(0, index, value)
     zero_state_at(optimizer, orig, index)
     module.weight = orig * mask
 
@@ -402,7 +413,7 @@ def _prune_weights(mods, amount, method, gradients, generator, optimizer):
     n = _check_amount(amount, available, "amount")
     chosen = lowest_entries(torch.cat(flat), n)
     for m, index in zip(mods, _per_module(chosen, sizes)):
-        _prune_at(m, index.to(weight_param(m).device), optimizer)
+        _set_at(m, index.to(weight_param(m).device), False, optimizer)
     return {m: m.weight_mask for m in mods}
 
 
@@ -503,14 +514,7 @@ def regrow_connections(
                 bound = 1.0 / fan**0.5
                 draw = (2 * torch.rand(weight_param(m).shape, generator=generator) - 1) * bound
                 value = draw.to(weight_param(m)).reshape(-1)[index]
-            if is_masked(m) and index.numel() > 0:
-                orig, mask = m.weight_orig, m.weight_mask
-                _flat(mask).index_fill_(0, index, 1.0)
-                if value is None:
-                    _flat(orig).index_fill_(0, index, 0.0)
-                else:
-                    _flat(orig).index_copy_(0, index, value)
-                zero_state_at(optimizer, orig, index)
-                m.weight = orig * mask
+            if is_masked(m):
+                _set_at(m, index, True, optimizer, value)
             masks[m] = get_mask(m)
     return masks
