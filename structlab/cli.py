@@ -5,6 +5,7 @@ Examples::
     structlab list                                   # chapters, parameters and accepted values
     structlab run neurogenesis                       # smoke profile -> tests/notebooks/
     structlab run neurogenesis --profile book        # what the book shows -> chapters/
+    structlab run neurogenesis --profile book --fresh  # ... not resuming finished experiments
     structlab run neurogenesis --profile full        # thesis scale (GPU), under results/
     structlab run neurogenesis -p epochs 5 -p seed 1 # other parameters, under results/
     structlab run neurogenesis -f my-params.yaml -o my-run.ipynb
@@ -61,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     chapter.resolve(args.profile, overrides)  # refuse bad parameters before anything runs
     out = run_chapter(chapter, profile=args.profile, overrides=overrides,
                       output=Path(args.output) if args.output else None,
-                      progress=not args.quiet, numerics=args.numerics)
+                      progress=not args.quiet, numerics=args.numerics, resume=args.resume)
     print(f"structlab: executed notebook written to {out}")
     return 0
 
@@ -194,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-f", "--file", action="append", help="YAML file of parameters; repeatable")
     run.add_argument("-o", "--output", help="where to write the executed notebook")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument("--resume", dest="resume", action="store_true", default=None,
+                        help="read back the experiments an interrupted run of the same code and "
+                             "parameters finished (the default for book and full)")
+    resume.add_argument("--fresh", dest="resume", action="store_false",
+                        help="run every experiment again (the default for smoke)")
     run.set_defaults(func=_cmd_run)
 
     sweep = sub.add_parser("sweep", help="run a chapter over seeds and a parameter grid on Ray")

@@ -233,3 +233,24 @@ def test_export_to_plain_modules_equals_the_network(spec):
     x = torch.randn(5, 1, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), model(x), rtol=0, atol=1e-12)
+
+
+def test_summary_is_the_mean_and_spread_over_seeds_of_each_seeds_mean():
+    """Table 3/4: a method's error is the mean over seeds of each seed's mean over its networks,
+    and its std the (population) standard deviation of those per-seed means."""
+    import pandas as pd
+
+    from structlab.equivariance.experiments import summarize
+
+    rows = pd.DataFrame([
+        {"method": "A", "seed": 0, "test_error": 10.0, "params": 5, "stored_params": 5},
+        {"method": "A", "seed": 0, "test_error": 20.0, "params": 5, "stored_params": 5},
+        {"method": "A", "seed": 1, "test_error": 5.0, "params": 7, "stored_params": 7},
+        {"method": "B", "seed": 0, "test_error": 1.0, "params": 3, "stored_params": 2},
+    ])
+    table = summarize(rows, ["B", "A"])
+    assert list(table.index) == ["B", "A"]
+    assert table.loc["A", "test error (%)"] == pytest.approx((15.0 + 5.0) / 2)
+    assert table.loc["A", "std"] == pytest.approx(5.0)
+    assert (table.loc["A", "seeds"], table.loc["A", "networks"]) == (2, 3)
+    assert table.loc["B", "std"] == 0.0 and table.loc["B", "stored params"] == 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from structlab.cli import main
@@ -123,3 +126,29 @@ def test_profiles_write_where_they_are_read():
     other = default_output(chapter, "smoke", {"epochs": 9})
     assert other.parent.name == "data_and_baselines" and other.parent.parent.name == "results"
     assert default_output(chapter, "full", {}).name == "data_and_baselines-full.ipynb"
+
+
+def test_book_and_full_runs_resume_unless_fresh(monkeypatch, tmp_path):
+    """`structlab run` tells the kernel (STRUCTLAB_RESUME) whether to read back finished
+    experiments: yes for book and full, no for smoke and with --fresh; --resume forces it."""
+    import papermill
+
+    from structlab.experiment_store import RESUME_ENV
+
+    seen = []
+
+    def fake_execute(source, output, **kwargs):
+        seen.append(os.environ.get(RESUME_ENV))
+        shutil.copy(source, output)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.delenv(RESUME_ENV, raising=False)
+    cases = [(["--profile", "book"], "1"), (["--profile", "full"], "1"), ([], "0"),
+             (["--profile", "book", "--fresh"], "0"), (["--resume"], "1")]
+    for flags, expected in cases:
+        out = tmp_path / f"run{len(seen)}.ipynb"
+        assert main(["run", "data_and_baselines", *flags, "-q", "-o", str(out)]) == 0
+        assert seen[-1] == expected, (flags, seen[-1])
+    assert RESUME_ENV not in os.environ  # restored after the run
+    with pytest.raises(SystemExit):  # argparse: the two flags exclude each other
+        main(["run", "data_and_baselines", "--fresh", "--resume"])

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
@@ -33,6 +33,7 @@ from structlab.equivariance.search import (
     train_network,
     with_prior,
 )
+from structlab.experiment_store import ExperimentStore, expect, run_experiment
 from structlab.metrics import count_parameters
 from structlab.reproducibility import seed_everything
 
@@ -136,13 +137,21 @@ def make_builder(
             rpp_l2=rpp_l2,
         ).to(device)
 
+    build.fingerprint = lambda: {  # what an ExperimentStore key needs to know of the networks
+        "in_channels": splits.channels, "num_classes": splits.num_classes,
+        "channels": list(channels), "hidden": hidden, "pool_after": list(pool_after),
+        "rpp_l2": rpp_l2, "device": str(device)}
     return build
 
 
-def _row(method: str, model, splits: Splits, device, run: int, arch: str = "") -> dict:
+def _row(method: str, model, splits: Splits, device, seed: int, rank: int = 0,
+         arch: str = "") -> dict:
+    """One trained network: its method, ``seed`` and ``rank`` within that seed's set of networks
+    (``run`` = 100 seed + rank), architecture, parameters and test error (%)."""
     return {
         "method": method,
-        "run": run,
+        "seed": seed,
+        "run": 100 * seed + rank,
         "architecture": arch or model.name,
         "params": count_parameters(model),
         "stored_params": model.stored_parameters(),
@@ -180,6 +189,14 @@ def _static(
     return model
 
 
+def _without_model(result: MixtureResult) -> MixtureResult:
+    """``result`` with its network replaced by the final architecture logits ``alphas``
+    (layers, groups): what the chapter uses of it, and what can be stored (a parametrized
+    network cannot be pickled)."""
+    alphas = torch.stack([m.alpha.detach().cpu() for m in result.model.mixed_layers()])
+    return replace(result, model=None, alphas=alphas)
+
+
 def _best_by_validation(models: list, splits: Splits, k: int, device) -> list:
     """The ``k`` models with the highest validation accuracy (ties: the earlier one)."""
     errors = [test_error(m, splits.val, device=device) for m in models]
@@ -188,10 +205,26 @@ def _best_by_validation(models: list, splits: Splits, k: int, device) -> list:
 
 
 def _static_baselines(
-    build, splits: Splits, *, n_layers: int, seed: int, epochs: float, priors: bool, say, common
+    build, splits: Splits, *, n_layers: int, seed: int, epochs: float, priors: bool, say, common,
+    store: ExperimentStore | None = None,
 ) -> list[dict]:
-    """RPP, the D4, C4 and C1 baselines and (``priors``) the baselines with priors of Table 3."""
+    """RPP, the D4, C4 and C1 baselines and (``priors``) the baselines with priors of Table 3,
+    one experiment each."""
     rows = []
+    for method, specs, prior in _baseline_methods(n_layers, priors):
+        say(f"{method} (seed {seed})")
+
+        def one(specs=specs, prior=prior, method=method):
+            model = _static(build, specs, splits, epochs=epochs, seed=seed, prior=prior, **common)
+            return _row(method, model, splits, common["device"], seed)
+
+        key = dict(splits=splits, build=build, specs=specs, prior=prior, seed=seed,
+                   epochs=epochs, **common)
+        rows.append(run_experiment(store, "baseline", key, one))
+    return rows
+
+
+def _baseline_methods(n_layers: int, priors: bool) -> list[tuple[str, list, str | None]]:
     methods = [
         ("RPP", ["rpp"] * n_layers, None),
         ("D4 baseline", ["D4"] * n_layers, None),
@@ -200,11 +233,7 @@ def _static_baselines(
     ]
     if priors:
         methods += [(f"{g} (prior: {p})", [g] * n_layers, p) for g, p in PRIORS]
-    for method, specs, prior in methods:
-        say(f"{method} (seed {seed})")
-        model = _static(build, specs, splits, epochs=epochs, seed=seed, prior=prior, **common)
-        rows.append(_row(method, model, splits, device=common["device"], run=seed))
-    return rows
+    return methods
 
 
 def evolutionary_study(
@@ -223,6 +252,7 @@ def evolutionary_study(
     device: str | torch.device = "cpu",
     progress=None,
     bn_calibration: int = 0,
+    store: ExperimentStore | None = None,
 ) -> tuple[pd.DataFrame, dict[int, EvolutionResult]]:
     """Table 3's comparison (§4.5.1): every method trained for
     ``generations * epochs_per_generation`` epochs with SGD (``lr``, no momentum).
@@ -231,50 +261,64 @@ def evolutionary_study(
     and EquiNAS_E's result per seed (for Fig. 11). ``progress`` is called with a label before
     each run (e.g. a tqdm bar's ``set_description``). ``bn_calibration`` > 0 recomputes the
     batch-norm statistics on that many training images after every training run
-    (:func:`~structlab.equivariance.search.calibrate_batch_norm`; for short runs).
+    (:func:`~structlab.equivariance.search.calibrate_batch_norm`; for short runs). With a
+    ``store``, every search, retraining, Random Static set and baseline of every seed is one
+    experiment of it, read back when a previous run finished it.
     """
     epochs = generations * epochs_per_generation
     common = dict(
         optimizer="sgd", lr=lr, batch_size=batch_size, device=device, bn_calibration=bn_calibration
     )
+    search = dict(n_layers=n_layers, generations=generations, parents=parents,
+                  children_per_parent=children_per_parent,
+                  epochs_per_generation=epochs_per_generation, lr=lr, batch_size=batch_size,
+                  device=device, bn_calibration=bn_calibration)
     rows, evolutions = [], {}
     say = progress or (lambda label: None)
+    expect(store, len(seeds) * (4 + len(_baseline_methods(n_layers, True))))
     for seed in seeds:
         for method, random_select in (("EquiNAS_E", False), ("EquiNAS_E Random Select", True)):
             say(f"{method} (seed {seed})")
-            result = equinas_e(
-                build,
-                splits.train,
-                splits.val,
-                n_layers=n_layers,
-                generations=generations,
-                parents=parents,
-                children_per_parent=children_per_parent,
-                epochs_per_generation=epochs_per_generation,
-                lr=lr,
-                batch_size=batch_size,
-                selection="random" if random_select else "pareto",
-                device=device,
-                seed=seed,
-                bn_calibration=bn_calibration,
-            )
+
+            def search_once(method=method, random_select=random_select, seed=seed):
+                result = equinas_e(build, splits.train, splits.val, seed=seed,
+                                   selection="random" if random_select else "pareto", **search)
+                return result, [_row(method, ind.model, splits, device, seed, rank)
+                                for rank, ind in enumerate(result.population)]
+
+            key = dict(splits=splits, build=build, seed=seed, random_select=random_select,
+                       **search)
+            result, found = run_experiment(store, "equinas_e", key, search_once)
             if not random_select:
                 evolutions[seed] = result
-            for rank, ind in enumerate(result.population):
-                rows.append(_row(method, ind.model, splits, device, seed * 100 + rank))
+            rows += found
         say(f"EquiNAS_E Retrain (seed {seed})")
-        for rank, ind in enumerate(evolutions[seed].population):
-            model = _static(build, ind.groups, splits, epochs=epochs, seed=seed + rank, **common)
-            rows.append(_row("EquiNAS_E Retrain", model, splits, device, seed * 100 + rank))
+        archs = [ind.groups for ind in evolutions[seed].population]
+
+        def retrain(archs=archs, seed=seed):
+            return [_row("EquiNAS_E Retrain",
+                         _static(build, arch, splits, epochs=epochs, seed=seed + rank, **common),
+                         splits, device, seed, rank)
+                    for rank, arch in enumerate(archs)]
+
+        key = dict(splits=splits, build=build, seed=seed, archs=archs, epochs=epochs, **common)
+        rows += run_experiment(store, "equinas_e_retrain", key, retrain)
         say(f"Random Static (seed {seed})")
-        models = [
-            _static(build, arch, splits, epochs=epochs, seed=seed * 1000 + k, **common)
-            for k, arch in enumerate(
-                random_discrete_architectures(random_static, n_layers=n_layers, seed=seed)
-            )
-        ]
-        for rank, model in enumerate(_best_by_validation(models, splits, parents, device)):
-            rows.append(_row("Random Static", model, splits, device, seed * 100 + rank))
+
+        def random_static_once(seed=seed):
+            models = [
+                _static(build, arch, splits, epochs=epochs, seed=seed * 1000 + k, **common)
+                for k, arch in enumerate(
+                    random_discrete_architectures(random_static, n_layers=n_layers, seed=seed)
+                )
+            ]
+            return [_row("Random Static", model, splits, device, seed, rank)
+                    for rank, model in enumerate(_best_by_validation(models, splits, parents,
+                                                                     device))]
+
+        key = dict(splits=splits, build=build, seed=seed, n=random_static, top=parents,
+                   n_layers=n_layers, epochs=epochs, **common)
+        rows += run_experiment(store, "random_static_e", key, random_static_once)
         rows += _static_baselines(
             build,
             splits,
@@ -284,6 +328,7 @@ def evolutionary_study(
             priors=True,
             say=say,
             common=common,
+            store=store,
         )
     return pd.DataFrame(rows), evolutions
 
@@ -303,57 +348,68 @@ def differentiable_study(
     device: str | torch.device = "cpu",
     progress=None,
     bn_calibration: int = 0,
+    store: ExperimentStore | None = None,
 ) -> tuple[pd.DataFrame, dict[int, MixtureResult]]:
     """Table 4's comparison (§4.5.2): EquiNAS_D and its ablations, RPP and static baselines,
     all trained for ``epochs`` epochs with Adam (``lr``). Returns one row per trained network
-    and EquiNAS_D's result per seed (for Fig. 15)."""
+    and EquiNAS_D's result per seed (for Fig. 15). With a ``store``, every search, retraining,
+    Random Static set and baseline of every seed is one experiment of it."""
     mixed = [tuple(groups)] * n_layers
     common = dict(
         optimizer="adam", lr=lr, batch_size=batch_size, device=device, bn_calibration=bn_calibration
     )
     rows, searches = [], {}
     say = progress or (lambda label: None)
+    expect(store, len(seeds) * (4 + len(_baseline_methods(n_layers, False))))
     for seed in seeds:
         for method, random_z in (("EquiNAS_D", False), ("EquiNAS_D Random Z", True)):
             say(f"{method} (seed {seed})")
-            seed_everything(seed)
-            result = equinas_d(
-                build(mixed),
-                splits.train,
-                epochs=epochs,
-                lr=lr,
-                batch_size=batch_size,
-                device=device,
-                seed=seed,
-                random_z=random_z,
-                bn_calibration=bn_calibration,
-            )
+
+            def search_once(method=method, random_z=random_z, seed=seed):
+                seed_everything(seed)
+                result = equinas_d(build(mixed), splits.train, epochs=epochs, lr=lr,
+                                   batch_size=batch_size, device=device, seed=seed,
+                                   random_z=random_z, bn_calibration=bn_calibration)
+                row = _row(method, result.model, splits, device, seed, arch="mixed")
+                return _without_model(result), row
+
+            key = dict(splits=splits, build=build, seed=seed, random_z=random_z, mixed=mixed,
+                       epochs=epochs, **common)
+            result, row = run_experiment(store, "equinas_d", key, search_once)
             if not random_z:
                 searches[seed] = result
-            rows.append(_row(method, result.model, splits, device, seed, arch="mixed"))
+            rows.append(row)
         say(f"EquiNAS_D Retrain (seed {seed})")
-        seed_everything(seed + 1)
-        model = build(mixed)
-        set_mixture(
-            model,
-            torch.stack([m.alpha.detach().cpu() for m in searches[seed].model.mixed_layers()]),
-        )
-        train_network(model, splits.train, epochs=epochs, seed=seed + 1, **common)
-        rows.append(_row("EquiNAS_D Retrain", model, splits, device, seed, arch="mixed"))
-        say(f"Random Static (seed {seed})")
-        models = []
-        for k, alpha in enumerate(
-            random_mixtures(random_static, n_layers=n_layers, n_groups=len(groups), seed=seed)
-        ):
-            seed_everything(seed * 1000 + k)
+        alphas = searches[seed].alphas
+
+        def retrain(alphas=alphas, seed=seed):
+            seed_everything(seed + 1)
             model = build(mixed)
-            set_mixture(model, alpha)
-            train_network(model, splits.train, epochs=epochs, seed=seed * 1000 + k, **common)
-            models.append(model)
-        for rank, model in enumerate(_best_by_validation(models, splits, top, device)):
-            rows.append(
-                _row("Random Static", model, splits, device, seed * 100 + rank, arch="mixed")
-            )
+            set_mixture(model, alphas)
+            train_network(model, splits.train, epochs=epochs, seed=seed + 1, **common)
+            return _row("EquiNAS_D Retrain", model, splits, device, seed, arch="mixed")
+
+        key = dict(splits=splits, build=build, seed=seed, alphas=alphas, mixed=mixed,
+                   epochs=epochs, **common)
+        rows.append(run_experiment(store, "equinas_d_retrain", key, retrain))
+        say(f"Random Static (seed {seed})")
+
+        def random_static_once(seed=seed):
+            models = []
+            for k, alpha in enumerate(
+                random_mixtures(random_static, n_layers=n_layers, n_groups=len(groups), seed=seed)
+            ):
+                seed_everything(seed * 1000 + k)
+                model = build(mixed)
+                set_mixture(model, alpha)
+                train_network(model, splits.train, epochs=epochs, seed=seed * 1000 + k, **common)
+                models.append(model)
+            return [_row("Random Static", model, splits, device, seed, rank, arch="mixed")
+                    for rank, model in enumerate(_best_by_validation(models, splits, top, device))]
+
+        key = dict(splits=splits, build=build, seed=seed, n=random_static, top=top, mixed=mixed,
+                   epochs=epochs, **common)
+        rows += run_experiment(store, "random_static_d", key, random_static_once)
         rows += _static_baselines(
             build,
             splits,
@@ -363,6 +419,7 @@ def differentiable_study(
             priors=False,
             say=say,
             common=common,
+            store=store,
         )
     return pd.DataFrame(rows), searches
 
@@ -380,36 +437,42 @@ def symmetry_discovery(
     device: str | torch.device = "cpu",
     progress=None,
     bn_calibration: int = 0,
+    store: ExperimentStore | None = None,
 ) -> dict[str, tuple[MixtureResult, float]]:
     """Fig. 12: EquiNAS_D on the data augmented by each group. ``build_splits(group)`` returns
     the splits augmented by ``group``; returns each group's search result and test error."""
     out = {}
     say = progress or (lambda label: None)
+    expect(store, len(groups))
     for g in groups:
         say(f"EquiNAS_D on {g}-augmented data")
         splits = build_splits(g)
-        seed_everything(seed)
-        result = equinas_d(
-            build([tuple(ALL_GROUPS)] * n_layers),
-            splits.train,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            bn_calibration=bn_calibration,
-        )
-        out[g] = (result, test_error(result.model, splits.test, device=device))
+
+        def search_once(splits=splits):
+            seed_everything(seed)
+            result = equinas_d(build([tuple(ALL_GROUPS)] * n_layers), splits.train, epochs=epochs,
+                               lr=lr, batch_size=batch_size, device=device, seed=seed,
+                               bn_calibration=bn_calibration)
+            return _without_model(result), test_error(result.model, splits.test, device=device)
+
+        key = dict(splits=splits, build=build, augmentation=g, seed=seed, epochs=epochs, lr=lr,
+                   batch_size=batch_size, n_layers=n_layers, device=device,
+                   bn_calibration=bn_calibration)
+        out[g] = run_experiment(store, "symmetry_discovery", key, search_once)
     return out
 
 
 def summarize(rows: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean and standard deviation of test error (%) and parameters per method."""
+    """Test error (%) per method: the mean over seeds of each seed's mean over its networks, and
+    its standard deviation over seeds (0 for one seed); parameters averaged over networks."""
     grouped = rows.groupby("method", sort=False)
+    per_seed = rows.groupby(["method", "seed"], sort=False)["test_error"].mean()
+    by_method = per_seed.groupby(level="method", sort=False)
     table = pd.DataFrame(
         {
-            "test error (%)": grouped["test_error"].mean(),
-            "std": grouped["test_error"].std(ddof=0),
+            "test error (%)": by_method.mean(),
+            "std": by_method.std(ddof=0),
+            "seeds": by_method.size(),
             "networks": grouped.size(),
             "params": grouped["params"].mean().round().astype(int),
             "stored params": grouped["stored_params"].mean().round().astype(int),

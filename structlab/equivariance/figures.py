@@ -61,15 +61,19 @@ def plot_kernel_expansion(
 
 
 def plot_errors(rows: pd.DataFrame, order: Sequence[str], *, title: str = "") -> plt.Figure:
-    """Fig. 9 / 13: test error of every trained network, one column per method."""
+    """Fig. 9 / 13: test error of every trained network (dots), one column per method, with the
+    mean over seeds of each seed's mean and its standard deviation over seeds (bar)."""
     fig, ax = plotting.subplots(width=6.4, row_height=3.2)
     for i, method in enumerate(order):
-        errs = rows.loc[rows["method"] == method, "test_error"].to_numpy()
-        if len(errs) == 0:
+        sub = rows[rows["method"] == method]
+        if len(sub) == 0:
             continue
+        errs = sub["test_error"].to_numpy()
         x = np.full(len(errs), i) + np.linspace(-0.12, 0.12, len(errs))
-        ax.scatter(x, errs, color=plotting.color_for(i), s=18, zorder=3)
-        ax.hlines(errs.mean(), i - 0.3, i + 0.3, color=plotting.color_for(i), lw=2)
+        ax.scatter(x, errs, color=plotting.color_for(i), s=14, zorder=3, alpha=0.6)
+        per_seed = sub.groupby("seed")["test_error"].mean()
+        ax.errorbar(i + 0.25, per_seed.mean(), yerr=per_seed.std(ddof=0), fmt="_", ms=14,
+                    capsize=4, color=plotting.color_for(i), lw=2, zorder=4)
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels(order, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("test error (%)")

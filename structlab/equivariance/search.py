@@ -318,13 +318,17 @@ def random_discrete_architectures(
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class MixtureResult:
-    """EquiNAS_D's trained network, its ``z`` over training and its training history."""
+    """EquiNAS_D's trained network, its ``z`` over training and its training history.
 
-    model: EquivariantCNN
+    The experiment drivers keep the final architecture logits ``alphas`` (layers, groups) and
+    drop the network (``model`` None), so that the result can be stored and read back."""
+
+    model: EquivariantCNN | None
     groups: tuple[str, ...]
     z_steps: list[float] = field(default_factory=list)  # in epochs
     z_history: list[torch.Tensor] = field(default_factory=list)  # (layers, groups) each
     train_loss: list[float] = field(default_factory=list)
+    alphas: torch.Tensor | None = None
 
     def z_frame(self) -> pd.DataFrame:
         """Long table: epoch, layer (1-based), group, z."""

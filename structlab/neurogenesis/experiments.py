@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from structlab.experiment_store import ExperimentStore, expect, run_experiment
 from structlab.metrics import count_parameters
 from structlab.models import MLP
 from structlab.neurogenesis.activations import ModifiedReLU
@@ -23,6 +24,7 @@ from structlab.training import Callback, History, TrainState, evaluate, fit, mak
 __all__ = [
     "build_mlp",
     "train_run",
+    "stored_train_run",
     "nf_sweep",
     "mlp_comparison",
     "trigger_costs",
@@ -30,6 +32,7 @@ __all__ = [
     "gamma_sweep",
     "width_frame",
     "conv_run",
+    "stored_conv_run",
 ]
 
 
@@ -108,6 +111,13 @@ def train_run(
     return record
 
 
+def stored_train_run(store: ExperimentStore | None, train, test, **kwargs: Any) -> dict[str, Any]:
+    """:func:`train_run` as one experiment of ``store`` (read back when a previous run with the
+    same data, arguments and code finished it); ``quiet`` does not enter its key."""
+    key = {"train": train, "test": test, **{k: v for k, v in kwargs.items() if k != "quiet"}}
+    return run_experiment(store, "train_run", key, lambda: train_run(train, test, **kwargs))
+
+
 def nf_sweep(
     n_fs: Sequence[int],
     strategies: Sequence[str],
@@ -122,6 +132,7 @@ def nf_sweep(
     seed: int = 0,
     device="cpu",
     quiet: bool = True,
+    store: ExperimentStore | None = None,
     **growth: Any,
 ) -> pd.DataFrame:
     """Thesis Fig. 28: final hidden widths of MLPs grown on the generated data of §6.3.2
@@ -131,12 +142,14 @@ def nf_sweep(
     from structlab.data import load_dataset
 
     rows = []
+    expect(store, len(n_fs) * len(depths) * len(strategies))
     for n_f in n_fs:
         train = load_dataset("nf-features", "train", n_f=n_f, seed=seed)
         test = load_dataset("nf-features", "test", n_f=n_f, seed=seed)
         for depth in depths:
             for strategy in strategies:
-                rec = train_run(
+                rec = stored_train_run(
+                    store,
                     train,
                     test,
                     hidden=[initial] * depth,
@@ -186,12 +199,15 @@ def mlp_comparison(
     seeds: Sequence[int] = (0,),
     device="cpu",
     quiet: bool = True,
+    store: ExperimentStore | None = None,
     **growth: Any,
 ) -> list[dict[str, Any]]:
     """Thesis Fig. 29-30 (§6.3.3): dynamic strategies, initializations under the preset
-    schedules (from ``initial`` to ``medium``) and the static Small / Medium / Big networks."""
+    schedules (from ``initial`` to ``medium``) and the static Small / Medium / Big networks.
+    With a ``store``, each run of each seed is one experiment of it."""
     records = []
     common = dict(epochs=epochs, batch_size=batch_size, lr=lr, device=device, quiet=quiet)
+    expect(store, len(seeds) * (3 + len(dynamic) + len(schedules) * len(preset)))
     for seed in seeds:
         for name, width in (
             ("Small static", initial),
@@ -199,11 +215,13 @@ def mlp_comparison(
             ("Big static", maximum),
         ):
             records.append(
-                train_run(train, test, hidden=[width] * depth, seed=seed, label=name, **common)
+                stored_train_run(store, train, test, hidden=[width] * depth, seed=seed,
+                                 label=name, **common)
             )
         for strategy in dynamic:
             records.append(
-                train_run(
+                stored_train_run(
+                    store,
                     train,
                     test,
                     hidden=[initial] * depth,
@@ -218,7 +236,8 @@ def mlp_comparison(
             for strategy in preset:
                 sched = PresetSchedule(final=medium, kind=kind)
                 records.append(
-                    train_run(
+                    stored_train_run(
+                        store,
                         train,
                         test,
                         hidden=[initial] * depth,
@@ -410,14 +429,17 @@ def gamma_sweep(
     seed: int = 0,
     device="cpu",
     quiet: bool = True,
+    store: ExperimentStore | None = None,
     **growth: Any,
 ) -> list[dict[str, Any]]:
     """Thesis Fig. 33 (§6.3.5): activation-based growth with phi_ED or phi_OG across
-    ``gamma_a``."""
+    ``gamma_a``; with a ``store``, one experiment per run."""
     records = []
+    expect(store, len(metrics) * len(gammas))
     for metric in metrics:
         for gamma in gammas:
-            rec = train_run(
+            rec = stored_train_run(
+                store,
                 train,
                 test,
                 hidden=[initial] * depth,
@@ -434,7 +456,7 @@ def gamma_sweep(
                 label=f"{metric} {gamma}",
                 **growth,
             )
-            rec.update(metric=metric, gamma=gamma)
+            rec = {**rec, "metric": metric, "gamma": gamma}
             records.append(rec)
     return records
 
@@ -562,3 +584,9 @@ def conv_run(
         "events": len(history.extra.get("events", [])),
         "seed": seed,
     }
+
+
+def stored_conv_run(store: ExperimentStore | None, train, test, **kwargs: Any) -> dict[str, Any]:
+    """:func:`conv_run` as one experiment of ``store``; ``quiet`` does not enter its key."""
+    key = {"train": train, "test": test, **{k: v for k, v in kwargs.items() if k != "quiet"}}
+    return run_experiment(store, "conv_run", key, lambda: conv_run(train, test, **kwargs))

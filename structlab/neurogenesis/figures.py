@@ -53,38 +53,42 @@ def plot_widths_vs_nf(frame: pd.DataFrame, strategies: Sequence[str]):
 
 def plot_size_tradeoff(records: Sequence[dict[str, Any]]):
     """Fig. 29: test accuracy (top) and training time (bottom) against the number of
-    parameters; dynamic strategies (left) and preset schedules (right) with the static nets."""
+    parameters; dynamic strategies (left) and preset schedules (right) with the static nets.
+    Each point is the mean over seeds, its error bars the standard deviation over seeds in both
+    coordinates (none for one seed)."""
     frame = pd.DataFrame(records)
+    frame = frame.assign(accuracy=100 * frame.accuracy)
+    grouped = frame.groupby(["label", "schedule", "strategy"], sort=False)
+    metrics = ["params", "accuracy", "train_time"]
+    stats = grouped[metrics].mean().join(grouped[metrics].std(ddof=0), rsuffix="_std")
+    stats = stats.reset_index()
     fig, axes = plotting.subplots(2, 2, width=9.5, row_height=3.0, sharex="col")
-    statics = frame[frame.schedule == "static"]
     strategies = sorted(set(frame.strategy) - {"static"})
+    statics = stats[stats.schedule == "static"]
     for col, subset in enumerate(
-        [frame[frame.schedule == "dynamic"], frame[frame.schedule.isin(["linear", "batched"])]]
+        [stats[stats.schedule == "dynamic"], stats[stats.schedule.isin(["linear", "batched"])]]
     ):
         for row, metric in enumerate(["accuracy", "train_time"]):
             ax = axes[row, col]
-            scale = 100 if metric == "accuracy" else 1
-            for _, r in statics.iterrows():
+            for r in statics.itertuples():
                 if col == 1 and not r.label.startswith("Medium"):
                     continue
-                ax.scatter(r.params, r[metric] * scale, marker="*", s=90, color="black", zorder=3)
-                ax.annotate(
-                    r.label,
-                    (r.params, r[metric] * scale),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-            for _, r in subset.iterrows():
+                x, y = r.params, getattr(r, metric)
+                ax.errorbar(x, y, xerr=r.params_std, yerr=getattr(r, f"{metric}_std"), fmt="*",
+                            ms=10, color="black", capsize=2, zorder=3)
+                ax.annotate(r.label, (x, y), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            for r in subset.itertuples():
                 marker = {"dynamic": "o", "linear": "s", "batched": "^"}[r.schedule]
-                ax.scatter(
-                    r.params,
-                    r[metric] * scale,
-                    marker=marker,
-                    color=_color(strategies, r.strategy),
-                    label=r.strategy if row == 0 else None,
-                )
+                ax.errorbar(r.params, getattr(r, metric), xerr=r.params_std,
+                            yerr=getattr(r, f"{metric}_std"), fmt=marker, capsize=2,
+                            color=_color(strategies, r.strategy),
+                            label=r.strategy if row == 0 else None)
             ax.set_xscale("log")
+            shown = pd.concat([subset.params, statics.params]) if col == 0 else pd.concat(
+                [subset.params, statics[statics.label.str.startswith("Medium")].params])
+            if len(shown) and shown.max() < 1.5 * shown.min():  # one size (the preset runs)
+                ax.set_xlim(shown.min() / 1.5, shown.max() * 1.5)
             ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else "training time (s)")
             if row == 1:
                 ax.set_xlabel("parameters")

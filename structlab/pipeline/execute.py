@@ -39,6 +39,9 @@ from structlab.results import default_file_mode
 __all__ = ["run_chapter", "expected_stamp", "stale", "build_book", "default_output",
            "PROFILE_NUMERICS"]
 
+#: The profiles whose runs resume finished experiments unless told ``--fresh``.
+RESUMING_PROFILES = ("book", "full")
+
 #: The numerics mode each profile runs in unless the caller asks for another.
 PROFILE_NUMERICS = {"smoke": "portable", "book": "portable", "full": "native"}
 
@@ -96,8 +99,13 @@ def run_chapter(
     output: Path | None = None,
     progress: bool = True,
     numerics: str | None = None,
+    resume: bool | None = None,
 ) -> Path:
     """Execute ``chapter`` with papermill and return the executed, stamped notebook's path.
+
+    ``resume`` (default: True for the book and full profiles, False for smoke) lets the chapter's
+    :class:`~structlab.experiment_store.ExperimentStore` read back the experiments a previous,
+    interrupted run of the same code and parameters finished; False runs every one again.
 
     Every parameter is validated (name, type, accepted values) before anything runs
     (:class:`structlab.pipeline.chapters.ParameterError` names the bad one). The kernel starts in
@@ -119,6 +127,12 @@ def run_chapter(
     os.close(fd)
     tmp = Path(tmp_name)
     started = time.perf_counter()
+    from structlab.experiment_store import RESUME_ENV  # imports torch: not at CLI start-up
+
+    if resume is None:
+        resume = profile in RESUMING_PROFILES
+    previous = os.environ.get(RESUME_ENV)
+    os.environ[RESUME_ENV] = "1" if resume else "0"
     try:
         with pinned_environment(mode):
             pm.execute_notebook(
@@ -134,6 +148,11 @@ def run_chapter(
             print(f"structlab: {chapter.slug} failed; the partial notebook is {failed}",
                   file=sys.stderr)
         raise
+    finally:
+        if previous is None:
+            os.environ.pop(RESUME_ENV, None)
+        else:
+            os.environ[RESUME_ENV] = previous
     nb = nbformat.read(tmp, as_version=4)
     device = str(parameters.get("device", "auto"))
     nb.metadata[STAMP_KEY] = {
