@@ -17,7 +17,7 @@ help:
 	@echo "make book   - set up, execute the chapters whose book run is out of date, build the HTML"
 	@echo "make test   - set up, run the unit tests, the book and browser tests, nbval on the"
 	@echo "              smoke runs of every chapter (tests/notebooks)"
-	@echo "make lint   - ruff over the package, tests, benchmarks and notebooks"
+	@echo "make lint   - ruff over the package, tests, benchmarks, chapters and book pages"
 	@echo "make bench  - run every benchmark in benchmarks/, record them in results/bench/ and"
 	@echo "              rebuild the book's performance page from the records"
 
@@ -52,7 +52,7 @@ test-notebooks: data
 	$(BIN)/python -m pytest tests/notebooks $(PYTEST_NOTEBOOKS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check structlab tests benchmarks chapters
+	$(BIN)/ruff check structlab tests benchmarks chapters book
 
 bench: data
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
