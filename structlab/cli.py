@@ -59,7 +59,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.update(load_yaml(Path(file)))
     for name, value in args.param or []:
         overrides[name] = parse_cli_value(value)
-    chapter.resolve(args.profile, overrides)  # refuse bad parameters before anything runs
+    values = chapter.resolve(args.profile, overrides)  # refuse bad parameters before any run
+    if values.get("from_sweep"):
+        from structlab.pipeline.sweep import SweepError, check_sweep_directory
+
+        check_sweep_directory(values["from_sweep"], chapter.slug)
+        if args.resume is False:
+            raise SweepError("from_sweep reads the sweep's finished experiments back: "
+                             "it cannot be combined with --fresh")
     out = run_chapter(chapter, profile=args.profile, overrides=overrides,
                       output=Path(args.output) if args.output else None,
                       progress=not args.quiet, numerics=args.numerics, resume=args.resume)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = ["profile_of", "provenance", "format_duration"]
 
 #: Parameters that say where or how quietly a run happens, not what it computes.
-_INCIDENTAL = ("results_dir", "quiet", "device")
+_INCIDENTAL = ("results_dir", "quiet", "device", "from_sweep")
 
 
 def profile_of(chapter: str, namespace: Mapping[str, Any]) -> str:
@@ -63,8 +64,10 @@ def provenance(chapter: str, namespace: Mapping[str, Any], *, device: Any, start
              f"{numerics} numerics", f"in {format_duration(time.perf_counter() - started)}"]
     if store is not None:
         total = store.computed + store.resumed
-        parts.append(f"{total} experiments, {store.resumed} of them read back from an earlier "
-                     "run of the same code and parameters (their own wall times are in "
-                     f"{store.root.name}/*.json beside the results)" if store.resumed
-                     else f"{total} experiments")
+        sweep = namespace.get("from_sweep")
+        source = (f"the sweep {Path(sweep).name}" if sweep
+                  else "an earlier run of the same code and parameters")
+        parts.append(f"{total} experiments, {store.resumed} of them read back from {source} "
+                     f"(their own wall times are in {store.root.name}/*.json beside the results)"
+                     if store.resumed else f"{total} experiments")
     return ", ".join(parts)

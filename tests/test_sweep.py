@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from structlab.cli import main
@@ -127,3 +129,68 @@ def test_three_seed_sweep_survives_a_killed_worker_and_reports_mean_and_std(tmp_
         mean = sum(values) / 3
         std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
         assert row.mean == pytest.approx(mean) and row.std == pytest.approx(std)
+
+
+#: The neurogenesis smoke profile, trimmed to what a test needs (still every trigger and claim).
+NEURO_TINY = {"nf_values": [4], "nf_strategies": ["north-random"],
+              "preset_strategies": ["north-random"], "schedules": ["linear"], "gammas": [0.9],
+              "cost_steps": 1}
+
+
+def test_a_chapter_assembles_its_multi_seed_tables_from_a_sweep(tmp_path):
+    """Two single-seed points on local Ray, then the chapter with two seeds and ``from_sweep``:
+    it trains nothing again (every stored experiment is read back) and its per-seed table is
+    exactly the points' tables put together."""
+    from structlab.pipeline.execute import run_chapter
+    from structlab.pipeline.sweep import run_sweep
+
+    chapter = get_chapter("neurogenesis")
+    grid = {"n_seeds": [1], **{k: [v] for k, v in NEURO_TINY.items()}}
+    sweep = plan_sweep(chapter, seeds=[0, 1], grid=grid, root=tmp_path)
+    try:
+        outcome = run_sweep(sweep, num_cpus=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert sorted(outcome["done"]) == sorted(p.name for p in sweep.points), outcome
+
+    out = tmp_path / "assembled.ipynb"
+    run_chapter(chapter, profile="smoke", output=out, progress=False, overrides={
+        **NEURO_TINY, "n_seeds": 2, "from_sweep": str(sweep.directory),
+        "results_dir": str(tmp_path / "assembled")})
+    nb = nbformat.read(out, as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.outputs if o.output_type == "stream")
+    gathered = re.search(r"(\d+) experiments gathered from", printed)
+    summary = re.search(r"(\d+) experiments run, (\d+) read back", printed)
+    assert gathered and summary, printed[-2000:]
+    assert int(summary[1]) == 0 and int(summary[2]) > 0, summary[0]
+    assert int(gathered[1]) >= int(summary[2])
+
+    assembled = pd.read_csv(tmp_path / "assembled" / "seed0" / "mlp_runs.csv")
+    points = pd.concat([pd.read_csv(sweep.point_dir(p) / "results" / f"seed{p.overrides['seed']}"
+                                    / "mlp_runs.csv") for p in sweep.points])
+    assert sorted(assembled.seed.unique()) == [0, 1]
+    key = ["label", "seed"]
+    merged = assembled.merge(points, on=key, suffixes=("", "_point"), validate="one_to_one")
+    assert len(merged) == len(assembled) == len(points)
+    assert (merged.accuracy == merged.accuracy_point).all()
+    assert (merged.neurons == merged.neurons_point).all()
+
+
+def test_from_sweep_is_checked_before_the_run(tmp_path, capsys):
+    def refused(extra: list[str], message: str) -> None:
+        assert main(["run", "neurogenesis", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+
+    (tmp_path / "not-a-sweep").mkdir()
+    refused(["-p", "from_sweep", str(tmp_path / "not-a-sweep")], "not a sweep directory")
+    sweep = plan_sweep(get_chapter(CHAPTER), seeds=[0], grid=TINY, root=tmp_path)
+    sweep.directory.mkdir(parents=True)
+    (sweep.directory / "sweep.json").write_text(json.dumps({"chapter": CHAPTER}))
+    refused(["-p", "from_sweep", str(sweep.directory)], "not of 'neurogenesis'")
+    (sweep.directory / "sweep.json").write_text(json.dumps({"chapter": "neurogenesis"}))
+    refused(["-p", "from_sweep", str(sweep.directory)], "no point")
+    (sweep.directory / "p").mkdir()
+    (sweep.directory / "p" / "done.json").write_text("{}")
+    refused(["-p", "from_sweep", str(sweep.directory), "--fresh"], "--fresh")

@@ -17,6 +17,10 @@ reschedules that task (``retries`` times at most) while the others go on.
 
 :func:`aggregate` merges the points into mean ± std over seeds, per parameter point, of every
 number the chapter glues into its text (and the fraction of runs in which each claim holds).
+:func:`gather_experiments` lets a chapter's own notebook build its tables from a sweep: a run with
+``-p from_sweep <sweep directory>`` reads every experiment the points finished (its per-seed
+results, keyed by parameters, data and code as :class:`~structlab.experiment_store.ExperimentStore`
+keys them) instead of computing it, and aggregates them over seeds as the chapter always does.
 """
 
 from __future__ import annotations
@@ -40,10 +44,10 @@ import pandas as pd
 
 from structlab.claims import parse_report
 from structlab.pipeline.chapters import Chapter, ParameterError, parse_cli_value, project_root
-from structlab.results import atomic_write_json, atomic_write_text
+from structlab.results import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["SweepPoint", "Sweep", "parse_seeds", "parse_values", "plan_sweep", "run_sweep",
-           "aggregate", "SweepError"]
+           "aggregate", "check_sweep_directory", "gather_experiments", "SweepError"]
 
 GLUE_PREFIX = "application/papermill.record/"
 
@@ -334,3 +338,51 @@ def aggregate(directory: Path, *, write: bool = True) -> pd.DataFrame:
             lines.append(f"| {r.point} | {r.quantity} | {r.mean:.4g}{spread} | {r.n} |")
         atomic_write_text(directory / "report.md", "\n".join(lines) + "\n")
     return table
+
+
+def check_sweep_directory(directory: str | os.PathLike[str], chapter: str | None = None) -> Path:
+    """``directory`` as a :class:`~pathlib.Path` if it is a sweep (of ``chapter``, when given) with
+    at least one finished point, else a :class:`SweepError` saying what is wrong. A relative path
+    is taken from the source checkout when it is not found from the working directory."""
+    path = Path(directory)
+    if not path.is_absolute() and not path.exists():
+        path = project_root() / path
+    record = path / "sweep.json"
+    if not record.is_file():
+        raise SweepError(f"from_sweep: {directory} is not a sweep directory (no sweep.json; "
+                         "sweeps live under results/<chapter>/sweeps/<sweep-id>)")
+    swept = json.loads(record.read_text())["chapter"]
+    if chapter is not None and swept != chapter:
+        raise SweepError(f"from_sweep: {directory} is a sweep of {swept!r}, not of {chapter!r}")
+    if not any(path.glob("*/done.json")):
+        raise SweepError(f"from_sweep: no point of {directory} has finished yet")
+    return path
+
+
+def gather_experiments(directory: str | os.PathLike[str], store: Any,
+                       chapter: str | None = None) -> int:
+    """Make the experiments that a sweep's finished points computed available to ``store``.
+
+    Every result file under ``<point>/results/experiments/`` of each finished point (one with
+    ``done.json``) is copied, atomically, into ``store.root`` unless a file of that name is already
+    there. File names carry the experiment's key (its parameters, data, code and numerics), so the
+    store reads back exactly the experiments whose settings match the notebook's, and computes the
+    others. For example a sweep over ``seeds`` [0], [1], [2] of one chapter, then a run of the same
+    profile with ``seeds`` [0, 1, 2] and ``from_sweep`` set, assembles the three-seed tables
+    without training anything again. Returns the number of files copied.
+    """
+    path = check_sweep_directory(directory, chapter)
+    if not getattr(store, "resume", False):
+        raise SweepError("from_sweep reads the sweep's finished experiments back: it needs a "
+                         "resuming run (drop --fresh)")
+    root = Path(store.root)
+    root.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for done in sorted(path.glob("*/done.json")):
+        for result in sorted((done.parent / "results" / "experiments").glob("*.pt")):
+            for source in (result.with_suffix(".json"), result):  # the .pt last: it marks done
+                target = root / source.name
+                if source.is_file() and not target.exists():
+                    atomic_write_bytes(target, source.read_bytes())
+                    copied += source.suffix == ".pt"
+    return copied
