@@ -64,6 +64,13 @@ TARGETS: dict[str, dict[str, tuple[str, float]]] = {
         "global magnitude pruning (1%)": ("ratio", 0.2),
         "NeST regrowth (1000 connections)": ("ratio", 0.2),
     },
+    # benchmarks/bench_darts.py: time per w-step of a DARTS-PRIME search against first-order
+    # DARTS (about (1 + a / 11) / (1 + a) for an alpha step costing a w-steps), and of FIMT +
+    # proximity against CS10 at the same alpha-step frequency (the machinery's own cost)
+    "darts": {
+        "DARTS-PRIME vs DARTS per w-step": ("ratio", 0.7),
+        "FIMT + proximity vs CS10": ("ratio", 1.05),
+    },
 }
 
 #: Thesis Table 9 (VGG-11 on CIFAR-10, Tesla V100): time per mini-batch with trigger evaluation,

@@ -141,12 +141,13 @@ def _cmd_book(args: argparse.Namespace) -> int:
 FASHION_PACKAGE = "dataset-fashion-mnist"
 
 
-def _install_fashion_mnist() -> bool:
-    """Install Debian's Fashion-MNIST package when running as root with apt-get available."""
+def _install_debian_package(package: str = FASHION_PACKAGE) -> bool:
+    """Install a Debian dataset package (Fashion-MNIST, WordNet) when running as root with
+    apt-get available."""
     if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
         return False
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", FASHION_PACKAGE]
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
     if subprocess.run(install, env=env, capture_output=True).returncode == 0:
         return True
     subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
@@ -156,26 +157,43 @@ def _install_fashion_mnist() -> bool:
 def _cmd_data(args: argparse.Namespace) -> int:
     from structlab.data import DATASETS, data_root, load_dataset
     from structlab.data.offline import find_fashion_mnist
+    from structlab.data.text import CORPORA, WORDNET_PACKAGE, find_wordnet, load_corpus
 
     if args.action == "list":
         print(f"cache: {data_root()}")
         for name, spec in DATASETS.items():
             kind = "offline" if spec.offline else "download"
             print(f"  {name:14s} [{kind}] {spec.description}")
+        for name, description in CORPORA.items():
+            kind = "offline" if name == "wordnet" else "download"
+            print(f"  {name:14s} [{kind}, text] {description}")
         return 0
     if args.action == "setup":
         if find_fashion_mnist() is None:
             print(f"structlab: installing the Debian package {FASHION_PACKAGE} ...")
-            if not _install_fashion_mnist():
+            if not _install_debian_package():
                 print("structlab: apt-get is not available (or not root); Fashion-MNIST will be "
                       "downloaded by torchvision on first use")
+        if find_wordnet() is None:
+            print(f"structlab: installing the Debian package {WORDNET_PACKAGE} ...")
+            if not _install_debian_package(WORDNET_PACKAGE):
+                print(f"structlab: apt-get is not available (or not root); the 'wordnet' corpus "
+                      f"needs `apt-get install {WORDNET_PACKAGE}`")
         for name, spec in DATASETS.items():
             if spec.offline:
                 data = load_dataset(name, "train")
                 print(f"structlab: {name:14s} ok ({len(data)} training examples)")
+        if find_wordnet() is not None:
+            corpus = load_corpus("wordnet")
+            print(f"structlab: {'wordnet':14s} ok ({corpus.train.numel()} training tokens, "
+                  f"{corpus.ntoken} words)")
         return 0
     if args.action == "fetch":
         for name in args.names:
+            if name.lower() in CORPORA:
+                corpus = load_corpus(name, download=True)
+                print(f"structlab: {name}: {corpus!r}")
+                continue
             for split in ("train", "test"):
                 data = load_dataset(name, split, download=True)
                 print(f"structlab: {name}/{split}: {len(data)} examples")
@@ -257,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ParameterError, ValueError, FileNotFoundError) as err:  # SweepError is a ValueError
+        print(f"structlab: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # missing data: one line, no traceback
+        from structlab.data.base import DatasetUnavailableError
+
+        if not isinstance(err, DatasetUnavailableError):
+            raise
         print(f"structlab: error: {err}", file=sys.stderr)
         return 2
 

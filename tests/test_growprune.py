@@ -186,6 +186,36 @@ def test_baselines_set_from_forward_activations_and_kept_without_change():
     assert before.keys() == silent.keys()
 
 
+def test_initial_baseline_full_rank_or_first_target_measurement():
+    # initial_phi=1.0 (the authors' code): phi* starts at full rank, the first evaluation
+    # prunes each layer to what the target data uses (eq. 38 against phi* = 1)
+    model, opt, state, x, _ = _tiny_state()
+    dyno = _dyno_ready(state, x, initial_phi=1.0)
+    assert dyno.trigger.phi_star == {s.name: 1.0 for s in model.layer_slots()}
+    dyno.buffers.refill()
+    expected = {s.name: trig_prune(dyno._phi(s), 1.0, s.width) for s in model.layer_slots()}
+    state.step = 10
+    dyno.grow_and_prune(state)
+    first = next(s.name for s in model.layer_slots())
+    pruned = {e["layer"]: e["pruned"] for e in dyno.events}
+    assert pruned.get(first, 0) == expected[first]
+    # initial_phi=None: phi* is each layer's first measurement on the target data
+    model, opt, state, x, _ = _tiny_state()
+    dyno = DYNO(every=10, min_samples=16, initial_phi=None)
+    dyno.on_train_begin(state)
+    assert dyno.trigger.phi_star == {}
+    for start in range(0, 200, 50):  # the baselines appear once the input FIFO is full
+        state.inputs = x[start : start + 50]
+        state.step += 1
+        dyno.on_step_end(state)
+        if len(dyno.trigger.phi_star) == len(model.layer_slots()):
+            break
+    assert dyno.trigger.phi_star == {s.name: dyno._phi(s) for s in model.layer_slots()}
+    assert min(dyno.trigger.phi_star.values()) < 1.0
+    with pytest.raises(ValueError, match="initial_phi"):
+        DYNO(initial_phi=1.5)
+
+
 def test_prune_then_grow_keeps_function_optimizer_and_training():
     model, opt, state, x, y = _tiny_state()
     dyno = _dyno_ready(state, x)

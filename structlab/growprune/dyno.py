@@ -17,8 +17,16 @@ After a change of layer ``l``, ``phi*`` of that layer is reset to phi_ED of the 
 units' post-activations do not change). A pruned layer changes what later layers compute, and a
 grown one the inputs of the layer reading it: their buffers are refilled (one forward pass of the
 input FIFO) before they are measured or grown. Only forward-pass activations are used: no
-gradients, no masks. ``phi*`` of each layer starts at its first measurement, as soon as the input
-FIFO holds enough target samples (the fine-tuning start is the first "structural change").
+gradients, no masks.
+
+Where ``phi*`` starts is not said by the equations: it is "the value at the last structural
+change", and a pretrained network's last change is before fine-tuning. With ``initial_phi=1.0``
+(the default) every layer starts from a full effective rank, what the authors' code assumes for
+its ImageNet source (``threshold_score = 1.0`` in ``k8lion/DYNO``, ``src/transfer.py``): the first
+evaluation then prunes every layer down to the dimensions the target data really uses, the
+"immediately large architectural changes" of §7.3. With ``initial_phi=None`` each layer's
+``phi*`` is its first measurement on the target data instead (as soon as the input FIFO holds
+enough samples), so only changes *during* fine-tuning trigger.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ class DYNO(Callback):
         layers: names of the slots to grow and prune (default: every hidden layer).
         min_width: units a layer keeps at least.
         max_width: optional cap on every layer's width (the thesis uses none).
+        initial_phi: every layer's ``phi*`` before fine-tuning (1.0: full rank, as the authors'
+            code); ``None``: the first measurement on the target data.
         seed: seed of the INIT_GROW candidates.
 
     After training, ``history.extra`` holds ``dyno_widths`` (per evaluation: ``step`` and each
@@ -72,6 +82,7 @@ class DYNO(Callback):
         layers: Sequence[str] | None = None,
         min_width: int = 1,
         max_width: int | None = None,
+        initial_phi: float | None = 1.0,
         seed: int = 0,
     ) -> None:
         if every < 1:
@@ -85,6 +96,9 @@ class DYNO(Callback):
         self.buffer_ratio, self.min_samples = buffer_ratio, min_samples
         self.layer_names = None if layers is None else list(layers)
         self.min_width, self.max_width = max(1, int(min_width)), max_width
+        if initial_phi is not None and not 0 < initial_phi <= 1:
+            raise ValueError(f"initial_phi must be in (0, 1] or None, got {initial_phi}")
+        self.initial_phi = initial_phi
         self.seed = seed
         self.buffers: DynamicBuffers | None = None
         self.events: list[dict] = []
@@ -104,6 +118,10 @@ class DYNO(Callback):
     def on_train_begin(self, state: TrainState) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
         slots = self.slots(state.model)
+        if self.initial_phi is not None:
+            for s in slots:
+                if not self.trigger.has_baseline(s.name):
+                    self.trigger.reset(s.name, self.initial_phi)
         self.buffers = DynamicBuffers(
             state.model, slots, ratio=self.buffer_ratio, min_samples=self.min_samples
         )

@@ -421,6 +421,7 @@ def finetune_run(
     candidates_per_unit: int = 100,
     buffer_ratio: float = 2.0,
     min_samples: int = 64,
+    initial_phi: float | None = 1.0,
     device: str | torch.device = "auto",
     store: ExperimentStore | None = None,
 ) -> dict[str, Any]:
@@ -434,7 +435,8 @@ def finetune_run(
         steps, batch_size: iterations and samples per iteration (1000 x 64).
         every: trigger period of DYNO and of the FLOPs / widths trace (50).
         lr, weight_decay: Adam's settings (3e-4, 1e-3).
-        delta, eps, candidates_per_unit, buffer_ratio, min_samples: DYNO's settings.
+        delta, eps, candidates_per_unit, buffer_ratio, min_samples, initial_phi: DYNO's
+            settings (:class:`DYNO`).
         store: an experiment store: the run is stored under ``finetune_run`` and resumed.
 
     Returns:
@@ -451,7 +453,7 @@ def finetune_run(
               "steps": steps, "batch_size": batch_size, "every": every, "lr": lr,
               "weight_decay": weight_decay, "delta": delta, "eps": eps,
               "candidates_per_unit": candidates_per_unit, "buffer_ratio": buffer_ratio,
-              "min_samples": min_samples}
+              "min_samples": min_samples, "initial_phi": initial_phi}
 
     def compute() -> dict[str, Any]:
         dev = get_device(device)
@@ -465,7 +467,7 @@ def finetune_run(
         if method in ("dyno", "dyno+sft"):
             dyno = DYNO(every=every, delta=delta, eps=eps,
                         candidates_per_unit=candidates_per_unit, buffer_ratio=buffer_ratio,
-                        min_samples=min_samples, seed=seed)
+                        min_samples=min_samples, initial_phi=initial_phi, seed=seed)
             callbacks.append(dyno)
         if method in ("sft", "dyno+sft"):
             callbacks.append(AutoRGN(lr))
