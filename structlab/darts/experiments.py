@@ -130,6 +130,20 @@ def _loader(data: LabelledTensors, batch_size: int, seed: int, shuffle: bool = T
                       generator=torch.Generator().manual_seed(seed))
 
 
+def _num_classes(data: LabelledTensors) -> int:
+    return data.num_classes or int(data.targets.max()) + 1
+
+
+def _image_search_setup(data: LabelledTensors, schedule: str, activation: str, *, C: int,
+                        layers: int, batch_size: int, r: float, seed: int, dev: torch.device
+                        ) -> tuple[Supernet, DataLoader, DataLoader]:
+    """The supernet and the w / alpha loaders of one image search (split by the schedule)."""
+    w_data, a_data = search_split(data, schedule, r, seed=seed)
+    model = Supernet(C, _num_classes(data), layers, in_channels=data.inputs.shape[1],
+                     activation=activation).to(dev)
+    return model, _loader(w_data, batch_size, seed), _loader(a_data, batch_size, seed + 1)
+
+
 def genotype_record(genotype: Genotype | RNNGenotype) -> dict[str, Any]:
     """A genotype as plain lists (what the experiment store keeps)."""
     return {k: [list(g) if isinstance(g, tuple) else g for g in v]
@@ -184,12 +198,10 @@ def search_run(variant: str, seed: int, data: LabelledTensors, *, C: int = 4, la
     def compute() -> dict[str, Any]:
         seed_everything(seed)
         dev = get_device(device)
-        w_data, a_data = search_split(data, schedule, r, seed=seed)
-        classes = data.num_classes or int(data.targets.max()) + 1
-        model = Supernet(C, classes, layers, in_channels=data.inputs.shape[1],
-                         activation=activation).to(dev)
-        res = search(model, ImageTask(), _loader(w_data, batch_size, seed),
-                     _loader(a_data, batch_size, seed + 1), config, epochs=epochs, device=dev,
+        model, w_loader, a_loader = _image_search_setup(
+            data, schedule, activation, C=C, layers=layers, batch_size=batch_size, r=r,
+            seed=seed, dev=dev)
+        res = search(model, ImageTask(), w_loader, a_loader, config, epochs=epochs, device=dev,
                      seed=seed, progress=not quiet)
         rec = _result_record(variant, seed, res)
         geno = genotype_from_record(rec["genotype"])
@@ -256,8 +268,7 @@ def evaluate_run(genotype: Mapping[str, Any], seed: int, train: LabelledTensors,
     def compute() -> dict[str, Any]:
         seed_everything(seed)
         dev = get_device(device)
-        classes = train.num_classes or int(train.targets.max()) + 1
-        model = EvalNetwork(C, classes, layers, genotype_from_record(genotype),
+        model = EvalNetwork(C, _num_classes(train), layers, genotype_from_record(genotype),
                             auxiliary=auxiliary, in_channels=train.inputs.shape[1]).to(dev)
         start = time.perf_counter()
         out = _train_eval_network(model, train, test, epochs=epochs, batch_size=batch_size,
@@ -287,8 +298,9 @@ def long_search_run(variant: str, seed: int, data: LabelledTensors, *, epochs: i
     def compute() -> dict[str, Any]:
         seed_everything(seed)
         dev = get_device(device)
-        w_data, a_data = search_split(data, schedule, r, seed=seed)
-        w_loader = _loader(w_data, batch_size, seed)
+        model, w_loader, a_loader = _image_search_setup(
+            data, schedule, activation, C=C, layers=layers, batch_size=batch_size, r=r,
+            seed=seed, dev=dev)
         total = epochs * len(w_loader)
         marks = {max(1, round(total * (i + 1) / checkpoints)) for i in range(checkpoints)}
         seen: list[tuple[int, Genotype]] = []
@@ -297,12 +309,8 @@ def long_search_run(variant: str, seed: int, data: LabelledTensors, *, epochs: i
             if info["step"] + 1 in marks:
                 seen.append((info["step"] + 1, info["model"].genotype()))
 
-        classes = data.num_classes or int(data.targets.max()) + 1
-        model = Supernet(C, classes, layers, in_channels=data.inputs.shape[1],
-                         activation=activation).to(dev)
-        res = search(model, ImageTask(), w_loader, _loader(a_data, batch_size, seed + 1),
-                     config, epochs=epochs, device=dev, seed=seed, progress=not quiet,
-                     callback=checkpoint)
+        res = search(model, ImageTask(), w_loader, a_loader, config, epochs=epochs, device=dev,
+                     seed=seed, progress=not quiet, callback=checkpoint)
         return {"variant": variant, "seed": seed, "steps": [s for s, _ in seen],
                 "genotypes": [genotype_record(g) for _, g in seen],
                 "skip_normal": [count_skip_connects(g, "normal") for _, g in seen],
