@@ -71,6 +71,11 @@ TARGETS: dict[str, dict[str, tuple[str, float]]] = {
         "DARTS-PRIME vs DARTS per w-step": ("ratio", 0.7),
         "FIMT + proximity vs CS10": ("ratio", 1.05),
     },
+    # benchmarks/bench_growprune.py: DYNO fine-tuning (buffers, triggers every 50 iterations,
+    # pruning and growth) against static fine-tuning on the near target (§7.3)
+    "growprune": {
+        "dyno (fashion-5-9)": ("ratio", 1.3),
+    },
 }
 
 #: Thesis Table 9 (VGG-11 on CIFAR-10, Tesla V100): time per mini-batch with trigger evaluation,

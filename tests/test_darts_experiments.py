@@ -18,6 +18,8 @@ from structlab.darts import (
     genotype_record,
     is_discrete_cell,
     long_search_run,
+    rnn_evaluate_run,
+    rnn_search_run,
     search_run,
     search_split,
     variant_config,
@@ -25,7 +27,9 @@ from structlab.darts import (
 from structlab.darts.genotypes import canonical_genotype, genotype_to_weights
 from structlab.darts.operations import PRIMITIVES
 from structlab.darts.rnn import DARTS_V2 as RNN_DARTS_V2
+from structlab.darts.rnn import RNN_PRIMITIVES, RNNGenotype
 from structlab.data.base import LabelledTensors
+from structlab.data.text import Corpus
 from structlab.experiment_store import ExperimentStore
 
 
@@ -86,6 +90,49 @@ def test_search_run_is_stored_valid_and_read_back(tmp_path):
     assert again["genotype"] == rec["genotype"] and again["search_time"] == rec["search_time"]
 
 
+def test_crb_variant_is_stored_under_a_valid_name_and_prunes(tmp_path):
+    data = _images()
+    store = ExperimentStore(tmp_path / "exp", quiet=True)
+    rec = search_run("DARTS-PRIME+CRB", 0, data, C=2, layers=3, epochs=1, batch_size=16,
+                     alpha_lr=0.5, device="cpu", store=store)
+    assert rec["activation"] == "crb" and "none" not in rec["primitives"]
+    names = [p.name for p in (tmp_path / "exp").glob("*.pt")]
+    assert len(names) == 1 and names[0].startswith("search-DARTS-PRIME-plus-CRB-seed0-")
+    geno = genotype_from_record(rec["genotype"])
+    assert all(op != "none" for op, _ in geno.normal + geno.reduce)
+
+
+def _tiny_corpus(n: int = 80) -> Corpus:
+    g = torch.Generator().manual_seed(0)
+    words = ["the cat", "a dog", "my sister"], ["sat on", "ran to"], ["the mat", "a tree"]
+
+    def sentence() -> list[str]:
+        return " ".join(w[int(torch.randint(len(w), (1,), generator=g))] for w in words).split()
+
+    return Corpus.from_sentences([sentence() for _ in range(n)], [sentence() for _ in range(20)],
+                                 [sentence() for _ in range(20)], name="tiny")
+
+
+@pytest.mark.parametrize("variant", ["DARTS", "DARTS-PRIME"])
+def test_rnn_search_and_evaluation_runs(tmp_path, variant):
+    corpus = _tiny_corpus()
+    store = ExperimentStore(tmp_path / "exp", quiet=True)
+    rec = rnn_search_run(variant, 0, corpus, ninp=8, nhid=8, batch_size=4, bptt=5,
+                         alpha_lr=0.1, device="cpu", store=store)
+    # the w-stream is the schedule's share of the tokens, cut into batch_size x bptt windows
+    n_w = round({"DARTS": 0.5, "DARTS-PRIME": 10 / 11}[variant] * len(corpus.train))
+    assert rec["n_w_steps"] == -(-(n_w // 4 - 1) // 5)
+    assert rec["primitives"] == list(RNN_PRIMITIVES)
+    geno = genotype_from_record(rec["genotype"])
+    assert isinstance(geno, RNNGenotype) and len(geno.recurrent) == 8
+    assert all(op != "none" and 0 <= j <= i for i, (op, j) in enumerate(geno.recurrent))
+    if variant == "DARTS":
+        assert rec["n_alpha_steps"] == rec["n_w_steps"]  # alternating: one alpha step per w-step
+    out = rnn_evaluate_run(rec["genotype"], 0, corpus, ninp=8, nhid=8, epochs=1, batch_size=4,
+                           bptt=5, device="cpu", store=store, tag=f"-{variant}")
+    assert out["finite"] and out["test_perplexity"] > 1.0
+
+
 def test_evaluation_network_size_and_long_search_checkpoints(tmp_path):
     data = _images()
     rec = evaluate_run(genotype_record(DARTS_V2), 0, data, _images(30, seed=1), C=4, layers=3,
@@ -113,10 +160,15 @@ def test_chapter_figures_draw_from_stored_records():
     summary = figures.summary_frame(frame)
     assert list(summary.index) == ["DARTS", "DARTS-PRIME"]
     assert summary.loc["DARTS", "alpha_steps"] == searches[0]["n_alpha_steps"]
+    for s, row in zip(searches, frame.itertuples()):
+        ops = [op for op, _ in s["genotype"]["normal"]]
+        assert row.free_normal == sum(op in figures.PARAMETER_FREE for op in ops) <= 8
+        assert row.skip_normal == ops.count("skip_connect") <= row.free_normal
     figures.plot_error_vs_size(frame)
     figures.plot_fimt_schedule(searches[1])
     fig = figures.plot_alpha_trajectories(searches[0], "normal")
     assert sum(ax.get_visible() for ax in fig.axes) == 14  # one panel per edge
     figures.plot_genotypes({s["variant"]: s["genotype"] for s in searches})
-    figures.plot_skip_collapse([{"variant": "DARTS", "seed": 0, "steps": [1, 2],
-                                 "skip_normal": [0, 1], "skip_reduce": [0, 0]}])
+    fig = figures.plot_skip_collapse([{"variant": "DARTS", "seed": 0, "steps": [4, 8],
+                                       "skip_normal": [0, 1], "skip_reduce": [0, 0]}], epochs=2)
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1.0, 2.0]  # checkpoints in epochs

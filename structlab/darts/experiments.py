@@ -29,6 +29,7 @@ schedule, ``r / (r + 1)`` for the others (90.91 / 9.09 % for ``r = 10``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -82,6 +83,11 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "CRB": ("alternate", "none", "crb"),
     "DARTS-PRIME+CRB": ("fimt", "proximity", "crb"),
 }
+
+
+def _experiment_name(*parts: str) -> str:
+    """A stored experiment's name from its parts ("+" of "DARTS-PRIME+CRB" spelt "-plus-")."""
+    return "-".join(parts).replace("+", "-plus-")
 
 
 def _check_variant(variant: str) -> tuple[str, str, str]:
@@ -212,7 +218,7 @@ def search_run(variant: str, seed: int, data: LabelledTensors, *, C: int = 4, la
     key = dict(variant=variant, seed=seed, data=data, C=C, layers=layers, epochs=epochs,
                batch_size=batch_size, r=r, rho_p=rho_p, alpha_lr=alpha_lr,
                record_every=record_every)
-    return run_experiment(store, f"search-{variant}-seed{seed}", key, compute)
+    return run_experiment(store, _experiment_name("search", variant, f"seed{seed}"), key, compute)
 
 
 def _train_eval_network(model: EvalNetwork, train: LabelledTensors, test: LabelledTensors, *,
@@ -281,7 +287,7 @@ def evaluate_run(genotype: Mapping[str, Any], seed: int, train: LabelledTensors,
     key = dict(genotype=dict(genotype), seed=seed, train=train, test=test, C=C, layers=layers,
                epochs=epochs, batch_size=batch_size, lr=lr, auxiliary=auxiliary,
                auxiliary_weight=auxiliary_weight, cutout=cutout, drop_path=drop_path)
-    return run_experiment(store, f"evaluate{tag}-seed{seed}", key, compute)
+    return run_experiment(store, _experiment_name(f"evaluate{tag}", f"seed{seed}"), key, compute)
 
 
 def long_search_run(variant: str, seed: int, data: LabelledTensors, *, epochs: int,
@@ -319,7 +325,8 @@ def long_search_run(variant: str, seed: int, data: LabelledTensors, *, epochs: i
 
     key = dict(variant=variant, seed=seed, data=data, epochs=epochs, checkpoints=checkpoints,
                C=C, layers=layers, batch_size=batch_size, r=r, rho_p=rho_p, alpha_lr=alpha_lr)
-    return run_experiment(store, f"long-search-{variant}-seed{seed}", key, compute)
+    return run_experiment(store, _experiment_name("long-search", variant, f"seed{seed}"), key,
+                          compute)
 
 
 def corpus_subset(corpus: Corpus, train_tokens: int, eval_tokens: int) -> Corpus:
@@ -357,9 +364,8 @@ def rnn_search_run(variant: str, seed: int, corpus: Corpus, *,
         task = LanguageTask(batch_size=batch_size, bptt=bptt)
         model = RNNSupernet(corpus.ntoken, ninp, nhid).to(dev)
         config = variant_config(variant, r=r, rho_p=rho_p, alpha_lr=alpha_lr)
-        config = SearchConfig(**{**config.__dict__, "w_lr": w_lr, "w_lr_min": w_lr,
-                                 "w_momentum": 0.0, "w_weight_decay": 5e-7,
-                                 "grad_clip": 0.25})
+        config = dataclasses.replace(config, w_lr=w_lr, w_lr_min=w_lr, w_momentum=0.0,
+                                     w_weight_decay=5e-7, grad_clip=0.25)
         res = search(model, task, list(task.batches(w_tok, device=dev)),
                      list(task.batches(a_tok, device=dev)), config, epochs=epochs,
                      device=dev, seed=seed, progress=not quiet)
@@ -368,7 +374,8 @@ def rnn_search_run(variant: str, seed: int, corpus: Corpus, *,
     key = dict(variant=variant, seed=seed, corpus=corpus, ninp=ninp, nhid=nhid,
                epochs=epochs, batch_size=batch_size, bptt=bptt, r=r, rho_p=rho_p,
                alpha_lr=alpha_lr, w_lr=w_lr)
-    return run_experiment(store, f"rnn-search-{variant}-seed{seed}", key, compute)
+    return run_experiment(store, _experiment_name("rnn-search", variant, f"seed{seed}"), key,
+                          compute)
 
 
 def rnn_evaluate_run(genotype: Mapping[str, Any], seed: int, corpus: Corpus, *,
@@ -393,4 +400,5 @@ def rnn_evaluate_run(genotype: Mapping[str, Any], seed: int, corpus: Corpus, *,
 
     key = dict(genotype=dict(genotype), seed=seed, corpus=corpus, ninp=ninp, nhid=nhid,
                epochs=epochs, batch_size=batch_size, bptt=bptt, max_batches=max_batches)
-    return run_experiment(store, f"rnn-evaluate{tag}-seed{seed}", key, compute)
+    return run_experiment(store, _experiment_name(f"rnn-evaluate{tag}", f"seed{seed}"), key,
+                          compute)

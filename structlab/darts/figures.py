@@ -18,22 +18,27 @@ from structlab.darts.genotypes import cell_edges
 
 warnings.filterwarnings("ignore", message="The figure layout has changed to tight")
 
-__all__ = ["search_frame", "summary_frame", "plot_fimt_schedule", "plot_alpha_trajectories",
-           "plot_genotypes", "plot_error_vs_size", "plot_skip_collapse"]
+__all__ = ["PARAMETER_FREE", "search_frame", "summary_frame", "plot_fimt_schedule",
+           "plot_alpha_trajectories", "plot_genotypes", "plot_error_vs_size", "plot_skip_collapse"]
 
 _MARKERS = "osD^v<>P*"
+
+#: The operations without weights: what the alternating schedule favours early (§5.4.1).
+PARAMETER_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
 
 
 def search_frame(searches: Sequence[Mapping[str, Any]],
                  evaluations: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """One row per search (variant, seed): w- and alpha steps, final edge entropy,
-    skip-connections per cell, operators pruned (CRB), search time, and the evaluation's test
-    error and parameters when ``evaluations`` (same order) are given."""
+    skip-connections per cell, parameter-free operations (:data:`PARAMETER_FREE`) of the normal
+    cell, operators pruned (CRB), search time, and the evaluation's test error and parameters
+    when ``evaluations`` (same order) are given."""
     rows = []
     for i, s in enumerate(searches):
         row = {"variant": s["variant"], "seed": s["seed"], "w_steps": s["n_w_steps"],
                "alpha_steps": s["n_alpha_steps"], "entropy": s["final_entropy"],
                "skip_normal": s["skip_normal"], "skip_reduce": s["skip_reduce"],
+               "free_normal": sum(op in PARAMETER_FREE for op, _ in s["genotype"]["normal"]),
                "pruned": len(s["pruned"]), "search_time": s["search_time"]}
         if evaluations is not None:
             row.update(test_error=evaluations[i]["test_error"], params=evaluations[i]["params"])
@@ -89,7 +94,7 @@ def plot_alpha_trajectories(record: Mapping[str, Any], cell: str = "normal", ste
                                   squeeze=False, sharex=True, sharey=True)
     for ax in axes.flat:
         ax.set_visible(False)
-    names = ["c_{k-2}", "c_{k-1}"] + [f"node {i}" for i in range(steps - 1)]
+    names = ["$c_{k-2}$", "$c_{k-1}$"] + [f"node {i}" for i in range(steps - 1)]
     for e, (node, src) in enumerate(edges):
         ax = axes[node][src]
         ax.set_visible(True)
@@ -139,16 +144,21 @@ def plot_error_vs_size(frame: pd.DataFrame):
     return fig
 
 
-def plot_skip_collapse(long_runs: Sequence[Mapping[str, Any]]):
+def plot_skip_collapse(long_runs: Sequence[Mapping[str, Any]], epochs: int | None = None):
     """Figure 19: skip-connections in the derived normal and reduction cells at checkpoints of
-    a long search, per variant (of the 8 operations a cell keeps)."""
+    a long search, per variant (of the 8 operations a cell keeps). With ``epochs`` (the length
+    of the searches) the x-axis is in epochs, so that schedules with different w-steps per
+    epoch line up; otherwise in w-steps."""
     fig, axes = plotting.subplots(1, 2, width=9.0, row_height=3.0, squeeze=False, sharey=True)
     for i, run in enumerate(long_runs):
         for ax, cell in zip(axes[0], ("normal", "reduce")):
-            ax.plot(run["steps"], run[f"skip_{cell}"], marker=_MARKERS[i % len(_MARKERS)],
+            x = np.asarray(run["steps"], dtype=float)
+            if epochs is not None:
+                x = x * epochs / x[-1]
+            ax.plot(x, run[f"skip_{cell}"], marker=_MARKERS[i % len(_MARKERS)],
                     color=plotting.color_for(i), label=f"{run['variant']} (seed {run['seed']})")
             ax.set_title(f"{cell} cell")
-            ax.set_xlabel("w-step of the search")
+            ax.set_xlabel("epoch of the search" if epochs is not None else "w-step of the search")
     axes[0][0].set_ylabel("skip-connections kept (of 8)")
     axes[0][0].set_ylim(-0.3, 8.3)
     axes[0][0].legend(fontsize=8)

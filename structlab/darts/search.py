@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -468,7 +469,9 @@ def search(
                     break
         w_sched.step()
         if a_sched is not None:
-            a_sched.step()
+            with warnings.catch_warnings():  # an epoch without alpha steps still ends (FIMT)
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                a_sched.step()
         result.epochs = epoch + 1
         if stop:
             break
