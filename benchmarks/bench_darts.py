@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from structlab import get_device, seed_everything
-from structlab.benchmarks import record
+from structlab.benchmarks import paired_order, print_header, record, sync
 from structlab.darts.schedules import FIMTSchedule, Schedule
 from structlab.darts.search import ImageTask, SearchConfig, search
 from structlab.darts.supernet import Supernet
@@ -160,13 +160,12 @@ def _reference(args, batches, device) -> tuple[float, float, int] | None:
     times = {"ref": [], "ours": []}
     try:
         for r in range(args.repeats + 1):
-            order = [("ref", ref), ("ours", ours)] if r % 2 == 0 else [("ours", ours), ("ref", ref)]
+            order = paired_order(r, [("ref", ref), ("ours", ours)])
             for name, model in order:
                 start = time.perf_counter()
                 for x, y in inputs:
                     step(model, x, y)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                sync(device)
                 if r > 0:  # round 0 is the warm-up
                     times[name].append((time.perf_counter() - start) / len(inputs))
     except RuntimeError as err:  # third-party code: a failing line is skipped, not the benchmark
@@ -235,11 +234,10 @@ def main(argv: list[str] | None = None) -> int:
           f"paired rounds")
     header = (f"{'round':>5s} {'DARTS ms':>9s} {'PRIME ms':>9s} {'alpha':>5s} {'(a)':>5s} "
               f"{f'CS{args.r} ms':>9s} {'pinned ms':>9s} {'(b)':>6s}")
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     rounds = []
     for rnd in range(args.repeats):
-        order = list(configs) if rnd % 2 == 0 else list(reversed(configs))
+        order = paired_order(rnd, list(configs))
         out = {name: run(*configs[name]) for name in order}
         t = {name: v[0] for name, v in out.items()}
         a = t["prime"] / t["darts"]

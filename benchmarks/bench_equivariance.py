@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from structlab import get_device, seed_everything
-from structlab.benchmarks import record
+from structlab.benchmarks import record, sync
 from structlab.equivariance import ALL_GROUPS, EquivariantCNN
 from structlab.metrics import count_parameters
 
@@ -67,13 +67,11 @@ def _step_time(
     model.train()
     times = []
     for i in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         if i:  # the first pass warms up
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -85,12 +83,10 @@ def _eval_time(model: nn.Module, x: torch.Tensor, device: torch.device, repeats:
     times = []
     with torch.no_grad():
         for i in range(repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             start = time.perf_counter()
             model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             if i:
                 times.append(time.perf_counter() - start)
     return statistics.median(times)

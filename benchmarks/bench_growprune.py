@@ -18,7 +18,7 @@ import argparse
 import statistics
 
 from structlab import get_device
-from structlab.benchmarks import record
+from structlab.benchmarks import paired_order, print_header, record
 from structlab.growprune import book_source_data, book_task, finetune_run, pretrain_source
 
 
@@ -54,11 +54,10 @@ def main(argv: list[str] | None = None) -> int:
           f"every {args.every}; median of {args.repeats} paired rounds")
     header = (f"{'round':>5s} {'static (s)':>10s} {'dyno (s)':>9s} {'in DYNO (s)':>11s} "
               f"{'acc static':>10s} {'acc dyno':>9s} {'FLOPs ratio':>11s} {'ratio':>6s}")
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     rounds = []
     for r in range(args.repeats):
-        order = ["static", "dyno"] if r % 2 == 0 else ["dyno", "static"]
+        order = paired_order(r, ["static", "dyno"])
         runs = {m: finetune_run(task, source, m, args.seed, **common) for m in order}
         s, d = runs["static"], runs["dyno"]
         ratio = d["train_time"] / s["train_time"]

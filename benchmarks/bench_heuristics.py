@@ -27,7 +27,7 @@ import time
 import torch
 
 from structlab import get_device, seed_everything
-from structlab.benchmarks import record
+from structlab.benchmarks import record, sync
 from structlab.data import DatasetUnavailableError, LabelledTensors, load_dataset
 from structlab.heuristics import (
     HRN,
@@ -41,16 +41,11 @@ from structlab.heuristics import (
 from structlab.training import fit
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn, device: torch.device):
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     out = fn()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start, out
 
 

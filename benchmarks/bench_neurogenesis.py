@@ -25,7 +25,7 @@ import statistics
 import torch.nn.functional as F
 
 from structlab import get_device
-from structlab.benchmarks import record
+from structlab.benchmarks import print_header, record
 from structlab.data import load_dataset
 from structlab.data.base import LabelledTensors
 from structlab.neurogenesis import STRATEGIES
@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'strategy':14s} {'final units':>11s} {'grown (s)':>10s} {'static (s)':>10s} "
             f"{'trigger (s)':>11s} {'init (s)':>9s} {'ratio':>7s}"
         )
-        print(header)
-        print("-" * len(header))
+        print_header(header)
         for strategy in args.strategies:
             if setting == "cnn" and strategy == "north-pre":
                 print(f"{strategy:14s} (no closed form for convolutions, thesis §6.2.3)")

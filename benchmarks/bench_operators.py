@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from structlab import get_device, seed_everything
-from structlab.benchmarks import record
+from structlab.benchmarks import record, sync
 from structlab.models import VGG
 from structlab.operators import (
     add_units,
@@ -30,18 +30,13 @@ from structlab.operators import (
 )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_time(fn, device: torch.device, repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

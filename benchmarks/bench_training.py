@@ -17,7 +17,7 @@ import time
 import torch
 
 from structlab import get_device, seed_everything
-from structlab.benchmarks import record
+from structlab.benchmarks import record, sync
 from structlab.data import load_dataset
 from structlab.models import MLP
 from structlab.training import Callback, fit, make_loader
@@ -52,8 +52,7 @@ def main() -> None:
             else:
                 fit(model, data, epochs=1, batch_size=128, optimizer=optimizer, device=device,
                     callbacks=[Callback()], quiet=False, desc="fit")
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             if repeat > 0:
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["bare loop"])

@@ -18,9 +18,9 @@ import hashlib
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from structlab.results import atomic_write_json, atomic_write_text
 
@@ -29,7 +29,10 @@ __all__ = [
     "PAGE",
     "TARGETS",
     "THESIS_TABLE9",
+    "paired_order",
+    "print_header",
     "record",
+    "sync",
     "load_records",
     "records_digest",
     "ratio_rows",
@@ -89,6 +92,31 @@ THESIS_TABLE9: dict[str, float] = {
     "nest": 23.79,
     "medium static": 5.49,
 }
+
+
+_T = TypeVar("_T")
+
+
+def sync(device: Any) -> None:
+    """Wait until the kernels queued on ``device`` have run (CUDA runs asynchronously), so that
+    a timer read after it includes them; nothing to wait for on a CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def paired_order(round_index: int, names: Sequence[_T]) -> list[_T]:
+    """The order of the runs in one paired round of a benchmark: as given in even rounds and
+    reversed in odd ones, so that a drift of the machine's speed cancels in the median ratio."""
+    return list(names) if round_index % 2 == 0 else list(reversed(names))
+
+
+def print_header(header: str) -> None:
+    """Print a benchmark table's header line, underlined."""
+    print(header)
+    print("-" * len(header))
 
 
 def _bench_dir(directory: str | os.PathLike[str] | None = None) -> Path:

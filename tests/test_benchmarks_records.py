@@ -12,9 +12,12 @@ from structlab.benchmarks import (
     TARGETS,
     load_records,
     page_is_current,
+    paired_order,
+    print_header,
     ratio_rows,
     record,
     records_digest,
+    sync,
 )
 from structlab.pipeline import project_root
 
@@ -38,6 +41,16 @@ def test_ratio_rows_compare_before_now_and_target(tmp_path):
     missing = rows[("operators", "global magnitude pruning (1%)")]
     assert missing["now"] is None and missing["met"] is None
     assert len(rows) == sum(len(t) for t in TARGETS.values())
+
+
+def test_paired_rounds_alternate_their_order_and_helpers_run_on_cpu(capsys):
+    names = ["static", "grown", "other"]
+    orders = [paired_order(i, names) for i in range(4)]
+    assert orders[0] == orders[2] == names and orders[1] == orders[3] == names[::-1]
+    assert names == ["static", "grown", "other"]  # the caller's list is left as it was
+    sync("cpu")  # nothing queued on a CPU: returns at once
+    print_header("round  ratio")
+    assert capsys.readouterr().out == "round  ratio\n------------\n"
 
 
 def test_digest_follows_the_records(tmp_path):
