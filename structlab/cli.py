@@ -10,6 +10,7 @@ Examples::
     structlab run neurogenesis -p epochs 5 -p seed 1 # other parameters, under results/
     structlab run neurogenesis -f my-params.yaml -o my-run.ipynb
     structlab status                                 # which stored runs the code no longer makes
+    structlab scorecard [--write]                    # the sources' claims: verdicts of the book
     structlab sweep neurogenesis --seeds 0-2         # 3 seeds as Ray tasks (local Ray runtime)
     structlab sweep neurogenesis --seeds 0-4 -p lr 0.05,0.1 --address ray://head:10001
     structlab sweep neurogenesis --seeds 0-2 --report   # mean ± std over seeds
@@ -88,7 +89,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 print(f"    fix: structlab run {chapter.slug} --profile {profile}")
             else:
                 print(f"{chapter.slug} [{profile}] {where}: up to date")
+    print(_scorecard_line())
     return 1 if outdated else 0
+
+
+def _scorecard_line() -> str:
+    from structlab.evidence.scorecard import collect, totals
+
+    counts = totals(collect())
+    return (f"scorecard ({sum(counts.values())} claims of CLAIMS.md, stored book runs): "
+            + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+
+
+def _cmd_scorecard(args: argparse.Namespace) -> int:
+    from structlab.evidence.scorecard import collect, page_path, render, write_page
+
+    if args.write:
+        path, changed = write_page()
+        print(f"structlab: {path.relative_to(path.parents[1])} "
+              + ("rewritten" if changed else "is current"))
+    elif args.check:
+        if page_path().read_text(encoding="utf-8") != render(collect()):
+            print("structlab: book/scorecard.md is not current: structlab scorecard --write",
+                  file=sys.stderr)
+            return 1
+    print(_scorecard_line())
+    return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -131,8 +157,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
+    from structlab.evidence.scorecard import write_page
     from structlab.pipeline.execute import build_book
 
+    write_page()  # the scorecard page from the stored book runs (rewritten only when it changed)
     build_book(execute=not args.no_execute, force=args.force, quiet=args.quiet,
                strict=not args.no_strict)
     return 0
@@ -253,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="which stored smoke and book runs are out of date")
     status.set_defaults(func=_cmd_status)
+
+    card = sub.add_parser("scorecard", help="the verdicts of the stored book runs on the "
+                                            "sources' claims (CLAIMS.md): totals and page")
+    card.add_argument("--write", action="store_true",
+                      help="rewrite book/scorecard.md from the stored book runs")
+    card.add_argument("--check", action="store_true",
+                      help="exit 1 when book/scorecard.md is not current")
+    card.set_defaults(func=_cmd_scorecard)
 
     book = sub.add_parser("book", help="execute out-of-date chapters and build the HTML book")
     book.add_argument("--force", action="store_true", help="re-execute every chapter")

@@ -12,7 +12,10 @@ import nbformat
 import pytest
 
 from structlab.pipeline import list_chapters, project_root
-from structlab.pipeline.bookcheck import check_book, check_page, find_chromium
+from structlab.pipeline.bookcheck import check_book, check_page, find_chromium, page_hygiene
+
+sys.path.insert(0, str(project_root() / "book" / "_ext"))
+import structlab_render  # noqa: E402  (the book's Sphinx extension)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,50 @@ def test_chapter_page_has_its_figures(built_book, chapter):
     for src in images:
         assert (page.parent / src).resolve().is_file(), src
     assert html.count("<figcaption") >= len(captions), "a captioned figure did not render"
+
+
+def test_no_page_shows_stderr_machine_paths_or_raw_parameter_cells(built_book):
+    pages = sorted(built_book.rglob("*.html"))
+    problems = {p.name: page_hygiene(p.read_text(), project_root()) for p in pages}
+    assert not {k: v for k, v in problems.items() if v}
+    for chapter in list_chapters():
+        html = (built_book / "chapters" / f"{chapter.slug}.html").read_text()
+        assert "Parameters of this run" in html, chapter.slug
+
+
+def test_the_hygiene_check_fails_on_stderr_paths_addresses_and_parameter_cells():
+    html = ('<html><body><div class="cell tag_injected-parameters docutils container"></div>'
+            '<div class="output stderr"><pre>/usr/lib/python3/site-packages/tqdm/auto.py:21: '
+            'TqdmWarning</pre></div><p>saved to /work/main/results/x.png, &lt;Figure at '
+            '0x7f3a2b1c9d00&gt;</p></body></html>')
+    text = " ".join(page_hygiene(html, Path("/work/main")))
+    assert "1 block(s) of standard error" in text and "site-packages" in text
+    assert "/work/main" in text and "at 0x7f3a2b1c9d00" in text
+    assert "raw parameter cells shown: injected-parameters" in text
+    assert page_hygiene("<p>Debian installs them under /usr/share/datasets.</p>") == []
+
+
+def test_the_render_extension_hides_parameter_cells_behind_one_table():
+    import json
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('seed: int = 0  # random seed | at least 0\n'
+                                       'lr: float = 0.1  # SGD learning rate | > 0')
+    params.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell("# Parameters\nlr = 0.5\n")
+    injected.metadata["tags"] = ["injected-parameters"]
+    out = nbformat.v4.new_code_cell("print(path)")
+    out.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                          text="wrote /srv/book/results/a.csv\n")]
+    nb.cells = [params, injected, out]
+    nb.metadata["structlab"] = {"profile": "book", "parameters": {"seed": 0, "lr": 0.5}}
+    shown = json.loads(structlab_render.render_notebook(nbformat.writes(nb), "demo", "/srv/book"))
+    cells = shown["cells"]
+    assert all("remove-cell" in c["metadata"]["tags"] for c in cells[:2])
+    table = cells[2]["source"]
+    assert "the book profile" in table and "`chapters/params/demo-book.yaml`" in table
+    assert "| `lr` | `0.5` | SGD learning rate |" in table
+    assert cells[3]["outputs"][0]["text"] == "wrote results/a.csv\n"
 
 
 # --- the book as a reader's browser shows it, offline (headless Chromium) ---------------------

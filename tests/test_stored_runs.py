@@ -5,6 +5,9 @@
   match the current code, parameters and numerics: the book never shows results of code that is
   gone, and a fresh clone's ``make book`` has nothing to execute.
 - Every chapter has a claims cell checked by nbval, and in the book run every claim holds.
+- A chapter converted to :class:`structlab.evidence.Report` reports every CLAIMS.md id of its
+  chapter with a verdict, prints no standard error, and words its text claims identically in the
+  smoke and the book run: a claim's sentence is fixed, never chosen from the condition it checks.
 """
 
 from __future__ import annotations
@@ -13,17 +16,28 @@ import nbformat
 import pytest
 
 from structlab.claims import Claims, parse_report
+from structlab.evidence import catalog_for, parse_seed_claims
 from structlab.pipeline import default_output, list_chapters, stale
 
 CHAPTERS = list_chapters()
 
 
-def _claims(nb: nbformat.NotebookNode) -> dict[str, bool]:
+def _claims_text(nb: nbformat.NotebookNode) -> str:
     cells = [c for c in nb.cells if c.cell_type == "code" and "claims.report()" in c.source]
     assert len(cells) == 1, "a chapter has exactly one claims cell"
     assert "nbval-check-output" in cells[0].metadata.get("tags", [])
-    text = "".join(o.get("text", "") for o in cells[0].outputs if o.output_type == "stream")
-    return parse_report(text)
+    return "".join(o.get("text", "") for o in cells[0].outputs if o.output_type == "stream")
+
+
+def _claims(nb: nbformat.NotebookNode) -> dict[str, bool]:
+    return parse_report(_claims_text(nb))
+
+
+def _converted(chapter) -> bool:
+    return parse_seed_claims(_claims_text(nbformat.read(chapter.path, as_version=4))) is not None
+
+
+CONVERTED = [c for c in CHAPTERS if _converted(c)]
 
 
 @pytest.mark.parametrize("profile", ["book", "smoke"])
@@ -67,3 +81,33 @@ def test_claims_report_round_trips(capsys):
     with pytest.raises(ValueError, match="twice"):
         claims.check("a holds", True)
     assert not claims.all_hold
+
+
+@pytest.mark.parametrize("profile", ["book", "smoke"])
+@pytest.mark.parametrize("chapter", CONVERTED, ids=lambda c: c.slug)
+def test_a_converted_chapter_reports_every_seed_claim(chapter, profile):
+    nb = nbformat.read(default_output(chapter, profile, {}), as_version=4)
+    seeds = parse_seed_claims(_claims_text(nb))
+    assert seeds is not None, f"{chapter.slug} ({profile}) prints no seed claims"
+    assert list(seeds) == list(catalog_for(chapter.slug)), "every CLAIMS.md id, in its order"
+
+
+@pytest.mark.parametrize("chapter", CONVERTED, ids=lambda c: c.slug)
+def test_a_converted_chapter_words_its_text_claims_before_the_run(chapter):
+    book = list(_claims(nbformat.read(chapter.path, as_version=4)))
+    smoke = list(_claims(nbformat.read(default_output(chapter, "smoke", {}), as_version=4)))
+    assert book == smoke, ("a text claim is worded from its result: "
+                           f"{sorted(set(book) ^ set(smoke))}")
+
+
+@pytest.mark.parametrize("profile", ["book", "smoke"])
+@pytest.mark.parametrize("chapter", CONVERTED, ids=lambda c: c.slug)
+def test_a_converted_chapter_prints_no_stderr(chapter, profile):
+    nb = nbformat.read(default_output(chapter, profile, {}), as_version=4)
+    stderr = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, f"{chapter.slug} ({profile}): standard error in cells {stderr}"
+
+
+def test_the_two_first_chapters_are_converted():
+    assert {"data_and_baselines", "neural_operators"} <= {c.slug for c in CONVERTED}

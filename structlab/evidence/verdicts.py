@@ -32,7 +32,8 @@ import yaml
 
 from structlab import stats
 
-__all__ = ["VERDICTS", "Verdict", "Report", "compare", "equivalent", "threshold", "exact",
+__all__ = ["VERDICTS", "Verdict", "Report", "compare", "noninferior", "equivalent", "threshold",
+           "exact",
            "weakest", "load_catalog", "catalog_for", "parse_seed_claims", "SEED_HEADER",
            "TEXT_HEADER", "ALPHA", "MIN_SEEDS"]
 
@@ -117,6 +118,31 @@ def compare(better: Sequence[float], worse: Sequence[float], *,
     n = f"n={a.n}" if paired else f"n={a.n}/{b.n}"
     return Verdict(verdict, f"{sides} ({n}, {result.test} one-sided {_p(result.p)})",
                    {**values, "p": result.p})
+
+
+def noninferior(a: Sequence[float], b: Sequence[float], *, margin: float,
+                names: tuple[str, str] = ("a", "b"), lower_is_better: bool = False,
+                paired: bool = False, unit: str = "", digits: int = 1) -> Verdict:
+    """The verdict on "``names[0]`` keeps (or raises) the level of ``names[1]``": a
+    non-inferiority comparison with the ``margin`` stated before the run.
+
+    *Shown*: a one-sided test rejects that ``names[0]`` is worse by ``margin`` or more (p <
+    :data:`ALPHA`, at least :data:`MIN_SEEDS` seeds each). *Direction only*: its mean is within
+    the margin (or better) but the test falls short. *Not shown*: its mean is worse by more than
+    the margin.
+    """
+    if margin <= 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    shift = -margin if lower_is_better else margin
+    shifted = compare([float(v) + shift for v in a], b, names=names,
+                      lower_is_better=lower_is_better, paired=paired, unit=unit, digits=digits)
+    sa, sb = stats.summary(a), stats.summary(b)
+    sides = f"{_side(names[0], sa, digits, unit)} vs {_side(names[1], sb, digits, unit)}"
+    detail = shifted.numbers[shifted.numbers.rfind("("):]
+    return Verdict(shifted.verdict, f"{sides} (margin {_fmt(margin, digits)}{unit} stated before "
+                                    f"the run; non-inferiority {detail[1:]}",
+                   {names[0]: [float(v) for v in a], names[1]: [float(v) for v in b],
+                    **({"p": shifted.values["p"]} if "p" in shifted.values else {})})
 
 
 def equivalent(a: Sequence[float], b: Sequence[float], *, effect: float,

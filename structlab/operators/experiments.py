@@ -44,6 +44,9 @@ __all__ = [
     "structured_pruning",
     "creation_check",
     "prune_regrow_cycles",
+    "geometric_schedule",
+    "pruning_seed_study",
+    "pruning_step_sweep",
 ]
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
@@ -357,4 +360,128 @@ def prune_regrow_cycles(
                          "sparsity": sparsity(net), "accuracy": _acc(net, test, device)})
             bar.update(1)
     bar.close()
+    return pd.DataFrame(rows)
+
+
+def geometric_schedule(target: float, rounds: int) -> list[float]:
+    """Sparsities of ``rounds`` pruning steps that remove the same fraction of the surviving
+    connections each time and end at ``target``: ``1 - (1 - target)^(k / rounds)``."""
+    if not 0 < target < 1 or rounds < 1:
+        raise ValueError(f"need a target in (0, 1) and rounds >= 1, got {target}, {rounds}")
+    return [1 - (1 - target) ** (k / rounds) for k in range(1, rounds + 1)]
+
+
+def _seed_study(train: Dataset, test: Dataset, *, mlp_hidden: Sequence[int], seed: int,
+                epochs: int, lr: float, finetune_lr: float, batch_size: int, target: float,
+                rounds: int, finetune_epochs: int, low_sparsities: Sequence[float],
+                device: str) -> dict[str, float]:
+    from structlab.models import MLP
+    from structlab.reproducibility import seed_everything
+
+    seed_everything(seed)
+    model = MLP(int(train[0][0].numel()), list(mlp_hidden), int(train.num_classes)).to(device)
+    fit(model, train, epochs=epochs, batch_size=batch_size, device=device, seed=seed, quiet=True,
+        optimizer=torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
+
+    def sgd(net: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(net.parameters(), lr=finetune_lr, momentum=0.9)
+
+    out = {"dense": _acc(model, test, device)}
+    iterative = iterative_pruning(model, train, test, geometric_schedule(target, rounds),
+                                  optimizer_factory=sgd, methods=("magnitude",),
+                                  finetune_epochs=finetune_epochs, batch_size=batch_size,
+                                  device=device, seed=seed, quiet=True)
+    out["iterative"] = float(iterative.finetuned_accuracy.iloc[-1])
+    out["iterative_sparsity"] = float(iterative.sparsity.iloc[-1])
+    budget = rounds * finetune_epochs
+    one_shot = one_shot_pruning(model, train, test, [target, *low_sparsities],
+                                methods=("magnitude",), optimizer_factory=sgd,
+                                finetune_epochs=[budget] + [finetune_epochs] * len(low_sparsities),
+                                batch_size=batch_size, device=device, seed=seed, quiet=True)
+    out["one_shot"] = float(one_shot.finetuned_accuracy.iloc[0])
+    out["one_shot_sparsity"] = float(one_shot.sparsity.iloc[0])
+    for s, acc in zip(low_sparsities, one_shot.finetuned_accuracy.iloc[1:]):
+        out[f"pruned_{s:g}"] = float(acc)
+    control = copy.deepcopy(model)  # the unpruned network, trained as long as the pruned ones
+    fit(control, train, epochs=finetune_epochs, batch_size=batch_size, optimizer=sgd(control),
+        device=device, seed=seed, quiet=True)
+    out["dense_finetuned"] = _acc(control, test, device)
+    return out
+
+
+def pruning_seed_study(
+    train: Dataset,
+    test: Dataset,
+    *,
+    seeds: Sequence[int],
+    mlp_hidden: Sequence[int],
+    epochs: int,
+    lr: float,
+    finetune_lr: float,
+    batch_size: int = 128,
+    target: float = 0.9,
+    rounds: int = 5,
+    finetune_epochs: int = 1,
+    low_sparsities: Sequence[float] = (0.2, 0.5),
+    device: str | torch.device = "cpu",
+    store=None,
+    quiet: bool = False,
+) -> pd.DataFrame:
+    """The pruning claims of the survey over seeds (thesis §3.3; CLAIMS.md 3.5 and 3.6).
+
+    Per seed, an MLP is trained from that seed; then, by global magnitude pruning,
+    (i) **iterative** pruning to ``target`` in ``rounds`` geometric steps with
+    ``finetune_epochs`` of fine-tuning after each, against **one-shot** pruning to ``target``
+    followed by the same ``rounds * finetune_epochs`` epochs; (ii) one-shot pruning to each of
+    ``low_sparsities`` with ``finetune_epochs`` of fine-tuning, against the unpruned network
+    fine-tuned as long (``dense_finetuned``). Each seed is one experiment of ``store``.
+
+    Returns one row per seed: ``seed, dense, iterative, one_shot, pruned_<s>...,
+    dense_finetuned`` (test accuracies in [0, 1]) and the sparsities reached.
+    """
+    from structlab.experiment_store import expect, run_experiment
+    from structlab.reproducibility import get_device
+
+    dev = get_device(device)
+    expect(store, len(seeds))
+    rows = []
+    for seed in tqdm(list(seeds), desc="seeds", disable=quiet):
+        params = {"train": train, "test": test, "mlp_hidden": list(mlp_hidden), "seed": seed,
+                  "epochs": epochs, "lr": lr, "finetune_lr": finetune_lr,
+                  "batch_size": batch_size, "target": target, "rounds": rounds,
+                  "finetune_epochs": finetune_epochs, "low_sparsities": list(low_sparsities),
+                  "device": dev.type}
+        result = run_experiment(store, "pruning-seed-study", params, lambda seed=seed: _seed_study(
+            train, test, mlp_hidden=mlp_hidden, seed=seed, epochs=epochs, lr=lr,
+            finetune_lr=finetune_lr, batch_size=batch_size, target=target, rounds=rounds,
+            finetune_epochs=finetune_epochs, low_sparsities=low_sparsities, device=str(dev)))
+        rows.append({"seed": seed, **result})
+    return pd.DataFrame(rows)
+
+
+def pruning_step_sweep(landscape, start: tuple[float, float], steps: Sequence[int]
+                       ) -> pd.DataFrame:
+    """Thesis Fig. 5 as a sweep (CLAIMS.md 3.3): for each step ``k`` of ``steps``, descent from
+    ``start`` with ``w2`` created at 0 and pruned at step ``k``.
+
+    The *ridge* is the barrier of the one-parameter loss ``L(w1, 0)`` between the global side
+    (``w1 = -1``) and the local minimum ``s1``. Returns per step: ``w1`` at the pruning step,
+    whether it had crossed the ridge, the final ``w1`` and loss, and whether descent ended on the
+    global side of the ridge.
+    """
+    import numpy as np
+
+    from structlab.operators.landscape import descend
+
+    s1 = float(landscape.line_minima()[-1])
+    xs = np.linspace(-1.0, s1, 20001)
+    ridge = float(xs[np.argmax(landscape.loss(xs, 0.0))])
+    rows = []
+    for k in steps:
+        path = descend(landscape, start, prune_at=int(k))
+        rows.append({"prune_at": int(k), "w1_at_pruning": float(path[int(k), 0]),
+                     "crossed_ridge": bool(path[int(k), 0] < ridge),
+                     "final_w1": float(path[-1, 0]),
+                     "final_loss": float(landscape.loss(*path[-1])),
+                     "ends_global_side": bool(path[-1, 0] < ridge), "ridge": ridge})
     return pd.DataFrame(rows)

@@ -7,7 +7,11 @@ and reports, per page:
   (``mjx-container``) and no raw ``\\(``, ``\\[`` or ``$$`` left in its visible text;
 - images that did not load (``complete`` with a natural width, as the browser decoded them);
 - internal links and citations that do not resolve: the target file exists and, for ``#anchor``,
-  the target page has an element with that id.
+  the target page has an element with that id;
+- what a page must never show a reader (:func:`page_hygiene`, also without a browser): a block of
+  standard error output, an absolute path of the machine that built it (its checkout, a Python
+  installation, a home directory), an object address, or a raw ``parameters`` /
+  ``injected-parameters`` cell.
 
 The browser runs a copy of each page with a short script appended that writes what it finds into
 the DOM, which ``--dump-dom`` then prints.
@@ -25,7 +29,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["find_chromium", "PageReport", "check_page", "check_book"]
+__all__ = ["find_chromium", "PageReport", "check_page", "check_book", "page_hygiene"]
 
 _PROBE = """
 <script>
@@ -59,6 +63,34 @@ _PROBE = """
 
 _RAW_TEX = re.compile(r"\\\(|\\\[|\$\$")
 _REDIRECT = re.compile(r'http-equiv="refresh"[^>]*url=([^"\s>]+)', re.IGNORECASE)
+
+
+#: Paths and addresses that say which machine built a page (the checkout is added per build).
+_MACHINE = re.compile(r"site-packages|dist-packages|/home/[\w.-]+/|/root/|/tmp/[\w.-]+/|"
+                      r"/work/[\w.+-]+/|at 0x[0-9a-fA-F]{6,}")
+#: Cells myst-nb marks with their tags: the raw parameter cells of a papermill run.
+_RAW_PARAMETERS = re.compile(r'class="cell[^"]*\btag_(injected-parameters|parameters)\b')
+
+
+def page_hygiene(html: str, checkout: Path | None = None) -> list[str]:
+    """What ``html`` (one built page) shows a reader that it must not: stderr output blocks,
+    absolute paths of the build machine (``checkout``, Python installations, home and temporary
+    directories), object addresses, and raw ``parameters`` cells."""
+    problems = []
+    stderr = html.count("output stderr")
+    if stderr:
+        problems.append(f"{stderr} block(s) of standard error output")
+    visible = " ".join(_parse(html).text)
+    found = set(_MACHINE.findall(visible))
+    if checkout is not None and str(checkout) in visible:
+        found.add(str(checkout))
+    if found:
+        problems.append("machine paths or object addresses in the visible text: "
+                        + ", ".join(sorted(found)))
+    raw = sorted(set(_RAW_PARAMETERS.findall(html)))
+    if raw:
+        problems.append("raw parameter cells shown: " + ", ".join(raw))
+    return problems
 
 
 def find_chromium() -> str | None:
@@ -169,6 +201,7 @@ def check_page(page: Path, root: Path, *, chromium: str, budget_ms: int = 20000,
         problem = _check_link(page, root, redirect.group(1), set(), ids_cache)
         return PageReport(report.page, [problem] if problem else [])
     source = _parse(html)
+    report.problems += page_hygiene(html)
     dom = _parse(_render(chromium, page, budget_ms))
     try:
         probe = json.loads(dom.probe)
