@@ -114,6 +114,13 @@ class _FailureLine(io.TextIOBase):
     def flush(self) -> None:
         self.stream.flush()
 
+    def finish(self) -> None:
+        """Write what is held back of an unfinished line."""
+        if self._pending:
+            self.stream.write(self._pending)
+            self._pending = ""
+        self.stream.flush()
+
     def isatty(self) -> bool:
         return bool(getattr(self.stream, "isatty", lambda: False)())
 
@@ -138,6 +145,8 @@ def _chapter_failures(slug: str | None = None) -> Iterator[None]:
         if failed is None or failed not in stderr.failed:
             raise  # not from inside a notebook: main() says what it is
         raise ChapterFailed(failed, err, stderr.failed.get(failed)) from err
+    finally:
+        stderr.finish()
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -264,9 +273,14 @@ def _cmd_book(args: argparse.Namespace) -> int:
 
     if args.force and args.no_execute:
         raise InputError("--force re-executes every chapter and --no-execute none: give one")
-    with _chapter_failures():
-        build_book(execute=not args.no_execute, force=args.force, quiet=args.quiet,
-                   strict=not args.no_strict)
+    try:
+        with _chapter_failures():
+            build_book(execute=not args.no_execute, force=args.force, quiet=args.quiet,
+                       strict=not args.no_strict)
+    except subprocess.CalledProcessError as err:
+        print(f"structlab: the book build failed: jupyter-book exited with {err.returncode} "
+              "(its messages are above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -484,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.traceback:
             traceback.print_exception(failure.error)
         print(failure.line(), file=sys.stderr)
-        return 1
+        return 130 if isinstance(failure.error, KeyboardInterrupt) else 1
     except (ParameterError, ValueError, FileNotFoundError) as err:  # SweepError is a ValueError
         if args.traceback:
             raise

@@ -91,10 +91,14 @@ def make_project(root: Path) -> Path:
 def point_at(root: Path, setattr: Callable[[Any, str, Any], None] = setattr) -> None:
     """Make every loaded ``structlab`` module's ``project_root`` return ``root`` (``setattr``:
     pytest's ``monkeypatch.setattr`` to undo it after a test)."""
-    import structlab.cli  # noqa: F401  (loads the modules that hold a project_root)
-    import structlab.pipeline.execute  # noqa: F401
-    import structlab.pipeline.runs  # noqa: F401
-    import structlab.pipeline.sweep  # noqa: F401
+    import importlib
+
+    for module in ("structlab.cli", "structlab.pipeline.execute", "structlab.pipeline.sweep",
+                   "structlab.pipeline.checks", "structlab.pipeline.runs"):
+        try:  # load the modules that hold a project_root
+            importlib.import_module(module)
+        except ImportError:  # an older checkout without it
+            pass
 
     for name, module in list(sys.modules.items()):
         if name.startswith("structlab") and hasattr(module, "project_root"):

@@ -1,0 +1,65 @@
+"""The registry of live runs (:mod:`structlab.pipeline.runs`): a dead run's temporary files are
+removed, nothing a live run (or a sweep, or an older run) could own is."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from structlab.pipeline.runs import FRESH_SECONDS, clean_dead_runs, registered_run, registry
+
+
+def _touch(path: Path, age: float = 0.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("partial")
+    when = time.time() - age
+    os.utime(path, (when, when))
+    return path
+
+
+def _dead_record(root: Path, started: float, notebook_dir: Path, results_dir: Path) -> Path:
+    """A record as a run killed with SIGKILL leaves it: on disk, its lock gone with its process."""
+    path = registry(root) / "999999-dead.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": 999999, "started": started, "chapter": "tiny",
+                                "notebook_dir": str(notebook_dir),
+                                "results_dir": str(results_dir)}))
+    return path
+
+
+def test_only_what_the_dead_run_could_have_written_is_removed(tmp_path):
+    notebooks, results = tmp_path / "results" / "tiny", tmp_path / "results" / "tiny"
+    old = FRESH_SECONDS + 20
+    dead_started = time.time() - old - 10
+    record = _dead_record(tmp_path, dead_started, notebooks, results)
+    leftover_nb = _touch(notebooks / ".tiny.abc123.ipynb", age=old)
+    leftover_tmp = _touch(results / "experiments" / ".tiny-0123.pt.x1.tmp", age=old)
+    before_it = _touch(notebooks / ".tiny.older.ipynb", age=old + 60)  # older than the dead run
+    fresh_tmp = _touch(results / "seed0" / ".metrics.json.x2.tmp")  # being written right now
+    sweep_tmp = _touch(results / "sweeps" / "smoke-1" / "seed=0" / ".done.json.x3.tmp", age=old)
+    other_chapter = _touch(notebooks / ".other.abc.ipynb", age=old)
+    finished = _touch(results / "experiments" / "tiny-0123.pt", age=old)
+
+    cleaned = clean_dead_runs(tmp_path)
+    assert cleaned == [(999999, sorted([leftover_tmp, leftover_nb]))]
+    for kept in (before_it, fresh_tmp, sweep_tmp, other_chapter, finished):
+        assert kept.exists(), kept
+    assert not record.exists()
+
+
+def test_a_live_run_keeps_its_files_and_its_record(tmp_path):
+    notebooks = tmp_path / "results" / "tiny"
+    dead_started = time.time() - 120
+    _dead_record(tmp_path, dead_started, notebooks, notebooks)
+    with registered_run("tiny", notebooks, notebooks, root=tmp_path) as cleaned_first:
+        assert cleaned_first == [(999999, [])]
+        live_file = _touch(notebooks / ".tiny.live.ipynb")  # the live run's, after it started
+        _dead_record(tmp_path, dead_started, notebooks, notebooks)  # another dead run, same dir
+        assert clean_dead_runs(tmp_path) == [(999999, [])]
+        assert live_file.exists()
+        records = list(registry(tmp_path).glob("*.json"))
+        assert len(records) == 1 and json.loads(records[0].read_text())["pid"] == os.getpid()
+        assert clean_dead_runs(tmp_path) == []  # a live record is never taken for a dead one
+    assert not list(registry(tmp_path).iterdir())
