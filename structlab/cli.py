@@ -166,6 +166,15 @@ def _results_dir(values: dict[str, Any]) -> Path | None:
     return path if path.is_absolute() else _chapters.project_root() / path
 
 
+def _report_cleaned(cleaned: list[tuple[int, list[Path]]]) -> None:
+    """One line per killed run whose temporary files were removed."""
+    for pid, removed in cleaned:
+        if removed:
+            print(f"structlab: removed {len(removed)} temporary file"
+                  f"{'s' if len(removed) != 1 else ''} of a killed run (pid {pid}): "
+                  + ", ".join(_shown(p) for p in removed))
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from structlab.pipeline.execute import default_output, run_chapter
     from structlab.pipeline.runs import registered_run
@@ -177,11 +186,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_values(chapter, values, resume=args.resume)
     notebook_dir = (output or default_output(chapter, args.profile, overrides)).parent
     with registered_run(chapter.slug, notebook_dir, _results_dir(values)) as cleaned:
-        for pid, removed in cleaned:
-            if removed:
-                print(f"structlab: removed {len(removed)} temporary file"
-                      f"{'s' if len(removed) != 1 else ''} of a killed run (pid {pid}): "
-                      + ", ".join(_shown(p) for p in removed))
+        _report_cleaned(cleaned)
         with _chapter_failures(chapter.slug):
             out = run_chapter(chapter, profile=args.profile, overrides=overrides, output=output,
                               progress=not args.quiet, numerics=args.numerics,
@@ -273,8 +278,13 @@ def _cmd_book(args: argparse.Namespace) -> int:
 
     if args.force and args.no_execute:
         raise InputError("--force re-executes every chapter and --no-execute none: give one")
-    try:
-        with _chapter_failures():
+    from structlab.pipeline.runs import registered_run
+
+    root = _chapters.project_root()
+    try:  # book runs write their notebooks' temporary files into chapters/
+        with registered_run("*", root / "chapters", root / "results") as cleaned, \
+                _chapter_failures():
+            _report_cleaned(cleaned)
             build_book(execute=not args.no_execute, force=args.force, quiet=args.quiet,
                        strict=not args.no_strict)
     except subprocess.CalledProcessError as err:

@@ -72,9 +72,11 @@ def _locked_by_someone(handle: IO[str]) -> bool:
 
 
 def temporary_files(slug: str, notebook_dir: Path, results_dir: Path | None) -> list[Path]:
-    """The temporary files a run of chapter ``slug`` may leave: its notebook's beside the output
-    and the atomic writes under ``results_dir`` (sweep points excluded)."""
-    found = list(notebook_dir.glob(f".{slug}.*.ipynb")) if notebook_dir.is_dir() else []
+    """The temporary files a run of chapter ``slug`` (``*``: of any chapter, as ``structlab
+    book``) may leave: its notebook's beside the output and the atomic writes under
+    ``results_dir`` (sweep points excluded)."""
+    found = [p for p in notebook_dir.glob(f".{slug}.*.ipynb") if p.is_file()] \
+        if notebook_dir.is_dir() else []
     if results_dir is not None and results_dir.is_dir():
         found += [p for p in results_dir.rglob(".*.tmp")
                   if "sweeps" not in p.relative_to(results_dir).parts]

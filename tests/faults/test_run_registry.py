@@ -63,3 +63,25 @@ def test_a_live_run_keeps_its_files_and_its_record(tmp_path):
         assert len(records) == 1 and json.loads(records[0].read_text())["pid"] == os.getpid()
         assert clean_dead_runs(tmp_path) == []  # a live record is never taken for a dead one
     assert not list(registry(tmp_path).iterdir())
+
+
+def test_structlab_book_removes_what_a_killed_book_run_left(tmp_path, monkeypatch, capsys):
+    import tinychapter
+
+    import structlab.pipeline.execute as execute
+    from structlab.cli import main
+
+    project = tinychapter.make_project(tmp_path / "project")
+    tinychapter.point_at(project, monkeypatch.setattr)
+    built = []
+    monkeypatch.setattr(execute, "build_book", lambda **kwargs: built.append(kwargs))
+    old = FRESH_SECONDS + 20
+    record = _dead_record(project, time.time() - old - 10, project / "chapters",
+                          project / "results")
+    record.write_text(record.read_text().replace('"tiny"', '"*"'))  # a killed `structlab book`
+    left = _touch(project / "chapters" / ".tiny.k1ll3d.ipynb", age=old)
+    assert main(["book", "-q"]) == 0 and built
+    assert capsys.readouterr().out.splitlines() == [
+        "structlab: removed 1 temporary file of a killed run (pid 999999): "
+        "chapters/.tiny.k1ll3d.ipynb"]
+    assert not left.exists() and (project / "chapters" / "tiny.ipynb").exists()
