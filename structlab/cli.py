@@ -254,14 +254,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             print("structlab: error: sweeps run on Ray, which is not installed: "
                   "pip install -e '.[sweep]'", file=sys.stderr)
             return 2
+        from structlab.pipeline.runs import clean_sweep_points
         from structlab.pipeline.sweep import run_sweep
+
+        def clean() -> None:
+            removed = clean_sweep_points(chapter.slug, [sweep.point_dir(p) for p in sweep.points],
+                                         local=args.address is None)
+            if removed:
+                print(f"structlab: removed {len(removed)} temporary file"
+                      f"{'s' if len(removed) != 1 else ''} of killed points: "
+                      + ", ".join(_shown(p) for p in removed))
 
         print(f"structlab: sweep of {len(sweep.points)} points of {chapter.slug} "
               f"({args.profile} profile) in {where}")
+        clean()
         outcome = run_sweep(sweep, address=args.address, retries=args.retries,
                             cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
                             num_cpus=args.num_cpus, numerics=args.numerics,
                             progress=not args.quiet)
+        clean()  # what the attempts Ray retried left
         print(f"structlab: {len(outcome['done'])} done, {len(outcome['skipped'])} already "
               f"finished, {len(outcome['failed'])} failed")
         if outcome["failed"]:

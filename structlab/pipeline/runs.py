@@ -14,7 +14,8 @@ it). Before a new run starts, :func:`clean_dead_runs` removes, for each dead rec
 files in its directories that were last written after that run started, except those a run still
 alive could own (written after a live run that uses the same directory started), and atomic
 ``.tmp`` files younger than :data:`FRESH_SECONDS` (another process may be writing one right now).
-Sweep points (``sweeps/`` under a results directory) are left alone: their workers are Ray's.
+Sweep points (``sweeps/`` under a results directory) are left alone here: their workers are
+Ray's, and ``structlab sweep`` cleans them itself (:func:`clean_sweep_points`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import IO
 
 from structlab.pipeline import chapters as _chapters
 
-__all__ = ["registry", "registered_run", "clean_dead_runs", "temporary_files", "FRESH_SECONDS"]
+__all__ = ["registry", "registered_run", "clean_dead_runs", "clean_sweep_points", "temporary_files",
+           "FRESH_SECONDS"]
 
 #: An atomic ``.tmp`` file younger than this may be one a live process is writing: it stays.
 FRESH_SECONDS = 5.0
@@ -174,3 +176,46 @@ def registered_run(slug: str, notebook_dir: Path, results_dir: Path | None = Non
         draft.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
         handle.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def clean_sweep_points(slug: str, point_dirs: list[Path], *, local: bool = True) -> list[Path]:
+    """Remove the temporary files that killed attempts left in a sweep's point directories
+    (:mod:`structlab.pipeline.sweep`): called by ``structlab sweep`` before it submits the points
+    and after they all ended, when none of its own tasks runs. A point whose ``running.json``
+    names a live process (``local``: a local Ray runtime, whose workers are this machine's) is
+    left alone; on a cluster (``local=False``), any point with a ``running.json`` is. Returns the
+    files removed."""
+    removed = []
+    for directory in point_dirs:
+        if not directory.is_dir():
+            continue
+        running = directory / "running.json"
+        if running.is_file():
+            if not local:
+                continue
+            try:
+                pid = int(json.loads(running.read_text(encoding="utf-8"))["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pid = None
+            if pid is None or _pid_alive(pid):
+                continue
+        now = time.time()
+        for file in temporary_files(slug, directory, directory / "results"):
+            try:
+                if file.suffix == ".tmp" and now - file.stat().st_mtime < FRESH_SECONDS:
+                    continue
+                file.unlink()
+            except OSError:
+                continue
+            removed.append(file)
+    return removed

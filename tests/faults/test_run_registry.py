@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from structlab.pipeline.runs import FRESH_SECONDS, clean_dead_runs, registered_run, registry
 
 
@@ -85,3 +87,35 @@ def test_structlab_book_removes_what_a_killed_book_run_left(tmp_path, monkeypatc
         "structlab: removed 1 temporary file of a killed run (pid 999999): "
         "chapters/.tiny.k1ll3d.ipynb"]
     assert not left.exists() and (project / "chapters" / "tiny.ipynb").exists()
+
+
+def test_structlab_sweep_removes_what_killed_points_left(tmp_path, monkeypatch, capsys):
+    """Before its points run and after they ended, ``structlab sweep`` removes the temporary
+    files of attempts whose worker is dead, never those of a point a live worker runs."""
+    pytest.importorskip("ray", reason="sweeps need Ray")
+    import tinychapter
+
+    import structlab.pipeline.sweep as sweep_module
+    from structlab.cli import main
+    from structlab.pipeline.chapters import get_chapter
+
+    project = tinychapter.make_project(tmp_path / "project")
+    tinychapter.point_at(project, monkeypatch.setattr)
+    sweep = sweep_module.plan_sweep(get_chapter("tiny"), seeds=[0, 1])
+    dead, live = (sweep.point_dir(p) for p in sweep.points)
+    old = FRESH_SECONDS + 20
+    for point, pid in ((dead, 999999), (live, os.getpid())):
+        _touch(point / "running.json").write_text(json.dumps({"pid": pid, "attempt": 1}))
+        _touch(point / ".tiny.att3mp.ipynb", age=old)
+        _touch(point / "results" / "experiments" / ".tiny-01.pt.x.tmp", age=old)
+    ran = []
+    monkeypatch.setattr(sweep_module, "run_sweep",
+                        lambda *a, **k: ran.append(1) or {"done": [], "skipped": [],
+                                                          "failed": []})
+    monkeypatch.setattr(sweep_module, "aggregate", lambda directory: [])
+    assert main(["sweep", "tiny", "--seeds", "0-1", "-q"]) == 0 and ran
+    where = dead.relative_to(project).as_posix()
+    assert (f"structlab: removed 2 temporary files of killed points: {where}/.tiny.att3mp.ipynb, "
+            f"{where}/results/experiments/.tiny-01.pt.x.tmp") in capsys.readouterr().out
+    assert not list(dead.rglob(".tiny*"))
+    assert len(list(live.rglob(".tiny*"))) == 2
