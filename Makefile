@@ -11,13 +11,15 @@ STAMP := $(VENV)/.structlab-installed
 PYTEST_NOTEBOOKS := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: help venv data browser book test test-unit test-notebooks lint bench clean
+.PHONY: help venv data browser book test test-unit test-notebooks test-faults lint lab bench clean
 
 help:
 	@echo "make book   - set up, execute the chapters whose book run is out of date, build the HTML"
 	@echo "make test   - set up, run the unit tests, the book and browser tests, nbval on the"
 	@echo "              smoke runs of every chapter (tests/notebooks)"
 	@echo "make lint   - ruff over the package, tests, benchmarks, chapters and book pages"
+	@echo "make lab    - open the chapter notebooks in JupyterLab (as root too; this machine only)"
+	@echo "make test-faults - the fault-injection and bad-input suite (tests/faults, ~2 min)"
 	@echo "make bench  - run every benchmark in benchmarks/, record them in results/bench/ and"
 	@echo "              rebuild the book's performance page from the records"
 
@@ -50,6 +52,14 @@ test-unit: data
 
 test-notebooks: data
 	$(BIN)/python -m pytest tests/notebooks $(PYTEST_NOTEBOOKS)
+
+test-faults: data
+	$(BIN)/python -m pytest tests/faults
+
+# JupyterLab on chapters/ (structlab lab adds --allow-root when run as root); LAB_ARGS for more,
+# e.g. make lab LAB_ARGS="--port 8890 --no-browser".
+lab: data
+	$(BIN)/structlab lab $(LAB_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check structlab tests benchmarks chapters book
