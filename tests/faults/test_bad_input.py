@@ -212,7 +212,7 @@ CASES = [
          "structlab: error: --port must be in [1, 65535], got 70000"),
     Case("unknown command", ["rnu", D],
          "structlab: error: argument command: invalid choice: 'rnu' (choose from 'list', 'run', "
-         "'sweep', 'status', 'book', 'data', 'lab') (structlab -h for help)"),
+         "'sweep', 'status', 'scorecard', 'book', 'data', 'lab') (structlab -h for help)"),
 ]
 
 
