@@ -86,6 +86,12 @@ _POOL_FUNCTIONS = {
     F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
 }
 _PASS_FUNCTIONS = {F.dropout, F.dropout2d, torch.clone}
+try:  # torchvision's per-sample residual dropout (an identity in evaluation mode)
+    from torchvision.ops import stochastic_depth as _stochastic_depth
+
+    _PASS_FUNCTIONS.add(_stochastic_depth)
+except ImportError:  # pragma: no cover - torchvision is optional
+    pass
 _ACT_METHODS = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"}
 _PASS_METHODS = {"contiguous", "clone"}
 _MERGE_FUNCTIONS = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul,
@@ -98,6 +104,17 @@ _FLATTEN_FUNCTIONS = {torch.flatten}
 _FLATTEN_METHODS = {"flatten", "view", "reshape"}
 _CONCAT = {torch.cat, torch.stack, torch.concat, torch.hstack, torch.vstack}
 _RELU_LIKE = (nn.ReLU, nn.ReLU6)
+
+
+def _where(node: fx.Node) -> str:
+    """``node <name> in <innermost module path> (<target>)`` for a refusal line."""
+    stack = node.meta.get("nn_module_stack") or {}
+    inside = ""
+    if stack:
+        path = list(stack.values())[-1][0]
+        if path and path != node.target:
+            inside = f" in {path}"
+    return f"node {node.name}{inside} ({_target_name(node)})"
 
 
 def _target_name(node: fx.Node) -> str:
@@ -195,7 +212,7 @@ class _Analysis:
         if self.frozen_input(node):
             self.info[node] = (self.new(frozen=f"{node.name}: {reason}"), 1)
             return
-        raise UnsupportedModelError(f"node {node.name} ({_target_name(node)}): {reason}")
+        raise UnsupportedModelError(f"{_where(node)}: {reason}")
 
     # the walk
     def run(self) -> None:
