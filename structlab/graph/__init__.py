@@ -19,34 +19,41 @@ that producer's inputs) or one producer and one consumer (GradMax and the gradie
 qualify (:func:`growth_groups` and :func:`dyno_layers` give them in the form the callbacks take);
 residual streams are pruned and resized as one group.
 
-**torchvision classification models** (``weights=None``, 32 x 32 or the smallest input the
-model takes, torchvision 0.29; :func:`structlab.graph.families.survey`):
+**torchvision classification models** (``weights=None``, one builder per family, 32 x 32
+input unless noted, torchvision 0.29; :func:`structlab.graph.families.survey`). Accepted means
+every unit dimension is either a slot or fixed (network input / output); a refusal is the one
+line of :class:`UnsupportedModelError`:
 
-=================  ========  ===============================================================
-family             result    why (the node named by the refusal)
-=================  ========  ===============================================================
-resnet18-152       accepted  residual streams are groups (stem + every block's last conv)
-resnext            refused   grouped convolution (``layer1.0.conv2``, groups=32)
-wide_resnet        accepted  as resnet
-vgg / vgg_bn       accepted  the first classifier layer reads 7 x 7 positions per channel
-alexnet            accepted  (input 64 x 64)
-squeezenet         refused   concatenation (``features.3`` Fire module)
-densenet           refused   concatenation (dense connectivity)
-googlenet          refused   concatenation (inception branches)
-inception_v3       refused   concatenation (input 75 x 75)
-mobilenet_v2/v3    refused   depthwise convolution
-mnasnet            refused   depthwise convolution
-efficientnet       refused   depthwise convolution
-shufflenet_v2      refused   concatenation / channel shuffle
-regnet             refused   grouped convolution
-convnext           refused   depthwise convolution (and LayerNorm)
-vit                refused   concatenation of the class token / Linear on tokens
-swin               refused   permute (channels-last patches) / LayerNorm
-maxvit             refused   depthwise convolution
-=================  ========  ===============================================================
+==================  ==================  ========  =============================================
+family              builder             result    slots (groups) / refused at
+==================  ==================  ========  =============================================
+resnet              resnet18            accepted  12 (4)
+resnet, bottleneck  resnet50            accepted  37 (4)
+wide_resnet         wide_resnet50_2     accepted  37 (4)
+vgg                 vgg11               accepted  10 (0)
+vgg_bn              vgg11_bn            accepted  10 (0)
+alexnet             alexnet (64 px)     accepted  7 (0)
+resnext             resnext50_32x4d     refused   grouped convolution (layer1.0.conv2, groups=32)
+regnet              regnet_y_400mf      refused   grouped convolution (groups=6)
+squeezenet          squeezenet1_1       refused   concatenation (cat in features.3)
+densenet            densenet121         refused   concatenation (cat in denseblock1.denselayer1)
+googlenet           googlenet           refused   concatenation (cat in inception3a)
+inception           inception_v3 (75)   refused   concatenation (cat in Mixed_5b)
+mobilenet_v2        mobilenet_v2        refused   depthwise convolution (features.1.conv.0.0)
+mobilenet_v3        mobilenet_v3_small  refused   depthwise convolution (features.1.block.0.0)
+mnasnet             mnasnet0_5          refused   depthwise convolution (layers.3)
+efficientnet        efficientnet_b0     refused   depthwise convolution (features.1.0.block.0.0)
+efficientnet_v2     efficientnet_v2_s   refused   depthwise convolution (features.4.0.block.1.0)
+shufflenet_v2       shufflenet_v2_x0_5  refused   depthwise convolution (stage2.0.branch1.0)
+convnext            convnext_tiny       refused   permute (channels-last, for its LayerNorm)
+vit                 vit_b_16 (32 px)    refused   reshape of the patch map into tokens
+swin / swin_v2      swin_t, swin_v2_t   refused   permute (channels-last patches)
+maxvit              maxvit_t (224 px)   refused   depthwise convolution (MBconv)
+==================  ==================  ========  =============================================
 
-The exact refusal lines are those of :func:`~structlab.graph.families.survey`; the README and
-the chapter "Your own model" show them.
+Not supported, and refused where met: concatenation, grouped and depthwise convolutions,
+LayerNorm / GroupNorm, reshapes and permutations other than a flatten, indexing, attention,
+weights shared by two calls, and data-dependent control flow (a tracing failure).
 """
 
 from structlab.graph.infer import (

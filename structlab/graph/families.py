@@ -17,7 +17,7 @@ import torch
 
 from structlab.graph.infer import UnsupportedModelError, infer_slots
 
-__all__ = ["FAMILIES", "survey", "survey_one"]
+__all__ = ["FAMILIES", "FAMILY_SETS", "survey", "survey_one"]
 
 #: family -> (builder name in ``torchvision.models``, input side, builder keyword arguments).
 FAMILIES: dict[str, tuple[str, int, dict]] = {
@@ -44,6 +44,12 @@ FAMILIES: dict[str, tuple[str, int, dict]] = {
     "swin": ("swin_t", 32, {}),
     "swin_v2": ("swin_v2_t", 32, {}),
     "maxvit": ("maxvit_t", 224, {}),
+}
+
+#: Named selections of :data:`FAMILIES` (the chapter's ``families`` parameter).
+FAMILY_SETS: dict[str, list[str]] = {
+    "few": ["resnet", "vgg_bn", "densenet", "mobilenet_v2"],
+    "all": list(FAMILIES),
 }
 
 
