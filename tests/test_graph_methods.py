@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-import torchvision
+from outside_models import BUILDERS, build
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -19,26 +19,9 @@ from structlab.training import fit
 SIZE = 32
 
 
-def _sequential() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(12 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 10),
-    )
-
-
-BUILDERS = {
-    "resnet18": lambda: torchvision.models.resnet18(weights=None, num_classes=10),
-    "resnet50": lambda: torchvision.models.resnet50(weights=None, num_classes=10),
-    "vgg11_bn": lambda: torchvision.models.vgg11_bn(weights=None, num_classes=10),
-    "sequential": _sequential,
-}
-
-
 @functools.cache
 def _built(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    return BUILDERS[name]()
+    return build(name)
 
 
 def _model(name: str):

@@ -5,34 +5,16 @@ import functools
 
 import pytest
 import torch
-import torchvision
-from torch import nn
+from outside_models import BUILDERS, build
 
 from structlab.graph.compare import comparable_layers, prune_both
 
 tp = pytest.importorskip("torch_pruning")
 
 
-def _sequential() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(12 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 10),
-    )
-
-
-BUILDERS = {
-    "resnet18": lambda: torchvision.models.resnet18(weights=None, num_classes=10),
-    "resnet50": lambda: torchvision.models.resnet50(weights=None, num_classes=10),
-    "vgg11_bn": lambda: torchvision.models.vgg11_bn(weights=None, num_classes=10),
-    "sequential": _sequential,
-}
-
-
 @functools.cache
 def _built(name):
-    torch.manual_seed(0)
-    m = BUILDERS[name]()
+    m = build(name)
     with torch.no_grad():  # non-trivial BatchNorm statistics
         m.train()
         m(torch.randn(4, 3, 32, 32))

@@ -65,7 +65,6 @@ def plot_slot_widths(widths: Mapping[str, Mapping[str, int]], *, ax: Any = None)
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("units (channels)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -83,7 +82,6 @@ def plot_growth(width_log: Sequence[Mapping[str, int]], names: Sequence[str], *,
     ax.set_xlabel("training step")
     ax.set_ylabel("units (channels)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
     return fig
 
 
