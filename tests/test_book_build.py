@@ -88,7 +88,8 @@ def test_the_render_extension_hides_parameter_cells_behind_one_table():
     injected.metadata["tags"] = ["injected-parameters"]
     out = nbformat.v4.new_code_cell("print(path)")
     out.outputs = [nbformat.v4.new_output("stream", name="stdout",
-                                          text="wrote /srv/book/results/a.csv\n")]
+                                          text="wrote /srv/book/results/a.csv\n"
+                                               "and /home/x/clone/results/b.csv\n")]
     nb.cells = [params, injected, out]
     nb.metadata["structlab"] = {"profile": "book", "parameters": {"seed": 0, "lr": 0.5}}
     shown = json.loads(structlab_render.render_notebook(nbformat.writes(nb), "demo", "/srv/book"))
@@ -97,7 +98,7 @@ def test_the_render_extension_hides_parameter_cells_behind_one_table():
     table = cells[2]["source"]
     assert "the book profile" in table and "`chapters/params/demo-book.yaml`" in table
     assert "| `lr` | `0.5` | SGD learning rate |" in table
-    assert cells[3]["outputs"][0]["text"] == "wrote results/a.csv\n"
+    assert cells[3]["outputs"][0]["text"] == "wrote results/a.csv\nand results/b.csv\n"
 
 
 # --- the book as a reader's browser shows it, offline (headless Chromium) ---------------------

@@ -8,8 +8,9 @@ notebook):
 - hides the ``parameters`` cell and the ``injected-parameters`` cell (tag ``remove-cell``) and
   shows instead one compact, collapsible table of the values the run used, with the profile and
   the YAML file they came from (from the notebook's stamp, ``metadata["structlab"]``);
-- writes the checkout's own absolute path, where an output printed it, as the path relative to
-  the checkout (a page never shows the machine that built it).
+- writes an absolute path into the checkout, where an output printed it (this checkout's, or that
+  of the machine that ran the notebook), as the path relative to the checkout: a page never shows
+  the machine that built or ran it.
 
 Standard error outputs are removed by myst-nb itself (``nb_output_stderr: remove`` in
 ``_config.yml``); ``tests/test_book_build.py`` checks every built page for stderr blocks and
@@ -64,8 +65,14 @@ def parameters_markdown(slug: str, stamp: dict[str, Any], comments: dict[str, st
     return "\n".join(lines)
 
 
+#: An absolute path into a checkout's own folders, as another machine that ran the notebook
+#: printed it (its checkout may be anywhere): kept from the folder on.
+_FOREIGN_CHECKOUT = re.compile(r"/[^\s'\"<>]*/(?=(?:results|chapters|records|data|tests)/)")
+
+
 def _relative(text: str, root: str) -> str:
-    return text.replace(root + "/", "").replace(root, ".")
+    text = text.replace(root + "/", "").replace(root, ".")
+    return _FOREIGN_CHECKOUT.sub("", text)
 
 
 def render_notebook(source: str, slug: str, root: str) -> str:
