@@ -24,8 +24,8 @@ from structlab.pipeline.chapters import project_root
 
 ROOT = project_root()
 D = "data_and_baselines"
-CHAPTERS = ("data_and_baselines, neural_operators, equivariance, darts_prime, neurogenesis, "
-            "heuristics_nas, grow_and_prune")
+CHAPTERS = ("data_and_baselines, neural_operators, own_models, equivariance, darts_prime, "
+            "neurogenesis, heuristics_nas, grow_and_prune")
 DATASETS = ("fashion-mnist, mnist5k, digits, nf-features, two-spirals, regression-2d, mnist, "
             "cifar10, cifar100, rotmnist, galaxy10, imagenette, imagewoof, isic2019, wordnet, ptb")
 MAPPING = "a mapping of parameter names to values"
