@@ -64,6 +64,7 @@ __all__ = [
     "device_slug",
     "write_record",
     "format_table",
+    "missing_datasets",
     "gpu_check",
 ]
 
@@ -98,6 +99,11 @@ def refusal() -> str | None:
 
 # ------------------------------------------------------------------------------ (c) numbers
 def _glue_value(data: dict[str, Any]) -> Any:
+    """A glued value: its Markdown text (a glued ``Markdown`` object's plain text is only its
+    repr), else its plain text parsed as a Python literal where it is one."""
+    if f"{GLUE_MIME}text/markdown" in data:
+        text = data[f"{GLUE_MIME}text/markdown"]
+        return "".join(text) if isinstance(text, list) else str(text)
     if f"{GLUE_MIME}text/plain" in data:
         text = data[f"{GLUE_MIME}text/plain"]
         text = "".join(text) if isinstance(text, list) else str(text)
@@ -255,24 +261,65 @@ def _start(job: _Job, cwd: Path) -> None:
     job.started = time.perf_counter()
 
 
+def _process_table() -> dict[int, tuple[int, int]]:
+    """``pid -> (parent pid, process group)`` of every process (from ``/proc``)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        table[int(entry)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``, its descendants and their process groups. A chapter's notebook kernel is
+    a child of ``structlab run`` in a session of its own (jupyter_client starts it so), which
+    killing the run's process group alone would leave running on the GPU."""
+    table = _process_table()
+    tree, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [p for p, (ppid, _) in table.items() if ppid == parent]
+        tree += children
+        todo += children
+    own = os.getpgrp()
+    for group in {table[p][1] for p in tree if p in table} - {own}:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _wait(jobs: Sequence[_Job], deadline: float) -> None:
-    """Wait for every job; kill (its whole process group) any still running at ``deadline``."""
+    """Wait for every job; kill any still running at ``deadline`` with all its processes."""
     pending = [j for j in jobs if j.process is not None]
-    while pending:
-        for job in list(pending):
-            rc = job.process.poll()
-            if rc is None and time.perf_counter() >= deadline:
-                job.timed_out = True
-                try:
-                    os.killpg(job.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                rc = job.process.wait()
-            if rc is not None:
-                job.returncode, job.wall = rc, time.perf_counter() - job.started
-                pending.remove(job)
-        if pending:
-            time.sleep(0.5)
+    try:
+        while pending:
+            for job in list(pending):
+                rc = job.process.poll()
+                if rc is None and time.perf_counter() >= deadline:
+                    job.timed_out = True
+                    _kill_tree(job.process.pid)
+                    rc = job.process.wait()
+                if rc is not None:
+                    job.returncode, job.wall = rc, time.perf_counter() - job.started
+                    pending.remove(job)
+            if pending:
+                time.sleep(0.5)
+    except BaseException:  # interrupted (Ctrl-C): leave nothing running on the GPU
+        for job in pending:
+            _kill_tree(job.process.pid)
+        raise
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -562,10 +609,21 @@ def format_table(record: dict[str, Any]) -> str:
                              else f"{'error':>12s}" for d in devices)
             speed = f"{row['speedup']:8.2f}" if row.get("speedup") else f"{'-':>8s}"
             lines.append(f"{row['family'][:36]:36s} {cells} {speed}")
+            lines += [f"    {d}: {e[:150]}" for d, e in row.get("errors", {}).items()]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ the command
+def missing_datasets() -> list[str]:
+    """The offline datasets the chapters' smoke runs read that this machine lacks (the check
+    uses no network: ``make gpu-check`` runs ``structlab data setup`` first)."""
+    from structlab.data.offline import find_fashion_mnist
+    from structlab.data.text import find_wordnet
+
+    return [name for name, found in (("Fashion-MNIST", find_fashion_mnist()),
+                                     ("WordNet", find_wordnet())) if found is None]
+
+
 def gpu_check(*, chapters: Sequence[str] | None = None, output: Path | None = None,
               budget: float = BUDGET_SECONDS, run_tests: bool = True,
               run_chapter_checks: bool = True, timing: bool = True, rtol: float = RTOL,
@@ -600,6 +658,12 @@ def gpu_check(*, chapters: Sequence[str] | None = None, output: Path | None = No
                               "cuda": torch.version.cuda, "rtol": rtol, "work_dir": str(work)}
     print(f"structlab: gpu-check on {name} (work directory {work}; budget {budget:.0f} s)",
           flush=True)
+    if selected:
+        missing = missing_datasets()
+        record["missing_datasets"] = missing
+        if missing:
+            print(f"structlab: gpu-check: {', '.join(missing)} not installed (structlab data "
+                  "setup); the chapters that read them will fail", flush=True)
     code = 0
     try:
         tests_job = [device_tests_job(work)] if run_tests else []

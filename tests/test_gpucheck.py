@@ -85,7 +85,9 @@ def test_glue_values_are_parsed_numbers_where_they_are_numbers(stored):
     glue = stored["neurogenesis"]["glue"]
     assert glue["n_train"] == 2000 and isinstance(glue["n_train"], int)
     assert isinstance(glue["acc_max"], float)
-    assert isinstance(glue["dataset_name"], str)
+    assert glue["dataset_name"] == "Fashion-MNIST"  # a glued Markdown object: its text
+    assert not any("IPython.core.display" in str(v) for n in stored.values()
+                   for v in n["glue"].values())
 
 
 def test_every_kind_of_difference_is_reported(stored):
@@ -144,22 +146,33 @@ def test_a_chapters_check_run_is_on_cuda_in_a_fresh_directory(chapter, tmp_path)
 
 
 def test_jobs_past_the_deadline_are_killed_with_their_children(tmp_path):
-    slow = gpucheck._Job("slow", ["sh", "-c", "sleep 60 & sleep 60"], tmp_path / "slow.log",
-                         dict(os.environ))
+    # a child in the job's group and one in a session of its own (as a notebook kernel is)
+    spawn = ("import subprocess, sys, time; "
+             "k = subprocess.Popen(['sleep', '60'], start_new_session=True); "
+             "subprocess.Popen(['sleep', '60']); "
+             "open(sys.argv[1], 'w').write(str(k.pid)); time.sleep(60)")
+    slow = gpucheck._Job("slow", [sys.executable, "-c", spawn, str(tmp_path / "kernel.pid")],
+                         tmp_path / "slow.log", dict(os.environ))
     quick = gpucheck._Job("quick", [sys.executable, "-c", "print('done')"],
                           tmp_path / "quick.log", dict(os.environ))
     started = time.perf_counter()
     for job in (slow, quick):
         gpucheck._start(job, tmp_path)
-    gpucheck._wait([slow, quick], time.perf_counter() + 2)
+    for _ in range(100):
+        if (tmp_path / "kernel.pid").is_file() and (tmp_path / "kernel.pid").read_text():
+            break
+        time.sleep(0.1)
+    kernel = int((tmp_path / "kernel.pid").read_text())
+    gpucheck._wait([slow, quick], time.perf_counter() + 1)
     assert time.perf_counter() - started < 20
     assert slow.timed_out and slow.returncode != 0
     assert not quick.timed_out and quick.returncode == 0 and gpucheck._tail(quick.log) == "done"
-    for _ in range(50):  # SIGKILL is delivered asynchronously: give the group a moment
-        if not _live_members(slow.process.pid):
+    for _ in range(50):  # SIGKILL is delivered asynchronously: give the processes a moment
+        if not _live_members(slow.process.pid) + _live_members(kernel):
             break
         time.sleep(0.1)
-    assert _live_members(slow.process.pid) == []  # the whole group, the background sleep too
+    assert _live_members(slow.process.pid) == []  # the job's group
+    assert _live_members(kernel) == []  # and the child in its own session
 
 
 def _live_members(group: int) -> list[int]:
@@ -218,6 +231,7 @@ def test_the_record_and_its_table(tmp_path):
                for line in table.splitlines())
     assert "differs (glue) acc: cpu 61.2 / cuda 70.1" in table
     assert "timed out" in table and "error" in table and "15.00" in table
+    assert "    cuda: RuntimeError: x" in table
     assert device_slug("Tesla V100-SXM2-16GB") == "cuda-tesla-v100-sxm2-16gb"
 
 
@@ -277,3 +291,14 @@ def test_the_whole_check_on_a_pretend_gpu(monkeypatch, tmp_path, capsys):
     assert not os.path.exists(record["work_dir"])
     out = capsys.readouterr().out
     assert "device tests: 1 passed, 0 failed, 0 skipped" in out and "record written" in out
+
+
+def test_missing_offline_datasets_are_named(monkeypatch):
+    import structlab.data.offline as offline
+    import structlab.data.text as text
+
+    assert gpucheck.missing_datasets() == []  # this machine has them (make data)
+    monkeypatch.setattr(offline, "find_fashion_mnist", lambda: None)
+    assert gpucheck.missing_datasets() == ["Fashion-MNIST"]
+    monkeypatch.setattr(text, "find_wordnet", lambda: None)
+    assert gpucheck.missing_datasets() == ["Fashion-MNIST", "WordNet"]
