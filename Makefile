@@ -11,7 +11,8 @@ STAMP := $(VENV)/.structlab-installed
 PYTEST_NOTEBOOKS := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: help venv data browser book test test-unit test-notebooks test-faults lint lab bench clean
+.PHONY: help venv data browser book test test-unit test-notebooks test-faults lint lab bench \
+	gpu-check clean
 
 help:
 	@echo "make book   - set up, execute the chapters whose book run is out of date, build the HTML"
@@ -22,6 +23,8 @@ help:
 	@echo "make test-faults - the fault-injection and bad-input suite (tests/faults, ~2 min)"
 	@echo "make bench  - run every benchmark in benchmarks/, record them in results/bench/ and"
 	@echo "              rebuild the book's performance page from the records"
+	@echo "make gpu-check - on a CUDA GPU (refuses without one): the device tests, every chapter's"
+	@echo "              smoke run on CUDA against its stored CPU run, step timings (~8 min)"
 
 venv: $(STAMP)
 
@@ -67,6 +70,14 @@ lint: $(STAMP)
 bench: data
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 	$(BIN)/python -m structlab.benchmarks page
+
+# On a CUDA machine only: refused in one line before any set-up when there is no GPU. The device
+# tests run with STRUCTLAB_DEVICE_TESTS=1 (the ordinary suite hides CUDA); GPU_CHECK_ARGS for
+# more, e.g. make gpu-check GPU_CHECK_ARGS="--chapters equivariance,darts_prime".
+gpu-check: $(STAMP)
+	@$(BIN)/structlab gpu-check --probe >/dev/null
+	@$(MAKE) --no-print-directory data
+	STRUCTLAB_DEVICE_TESTS=1 $(BIN)/structlab gpu-check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf book/_build

@@ -1,4 +1,4 @@
-"""Command line: ``structlab list | run | status | book | data | sweep | lab``.
+"""Command line: ``structlab list | run | status | book | data | sweep | lab | gpu-check``.
 
 Examples::
 
@@ -17,6 +17,7 @@ Examples::
     structlab book                                   # execute what is out of date, build HTML
     structlab data list | setup | fetch cifar10
     structlab lab                                    # the notebooks in JupyterLab (root too)
+    structlab gpu-check                              # device tests + every chapter on CUDA
 
 Bad input is refused in one line before any work starts (``structlab: error: ...``, exit code 2);
 an error inside a chapter ends in one line ``structlab: <chapter> failed: <error>: <message>
@@ -435,6 +436,32 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _cmd_gpu_check(args: argparse.Namespace) -> int:
+    from structlab.gpucheck import gpu_check, refusal
+
+    why = refusal()  # before anything else: one line without a GPU
+    if why is not None:
+        raise InputError(why)
+    if args.probe:
+        import torch
+
+        print(f"structlab: gpu-check can run: {torch.cuda.device_count()} CUDA device(s), "
+              f"{torch.cuda.get_device_name(0)}")
+        return 0
+    if args.budget <= 0:
+        raise InputError(f"--budget must be > 0 seconds, got {args.budget}")
+    if args.rtol < 0:
+        raise InputError(f"--rtol must be >= 0, got {args.rtol}")
+    slugs = [s for s in (args.chapters or "").split(",") if s]
+    for slug in slugs:
+        find_chapter(slug)
+    code, _ = gpu_check(chapters=slugs or None, output=Path(args.output) if args.output else None,
+                        budget=args.budget, run_tests=not args.no_tests,
+                        run_chapter_checks=not args.no_chapters, timing=not args.no_timing,
+                        rtol=args.rtol, keep=args.keep)
+    return code
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``structlab: error: ...``, exit code 2)."""
 
@@ -543,6 +570,28 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("jupyter_args", nargs=argparse.REMAINDER,
                      help="further options for jupyter lab (after --)")
     lab.set_defaults(func=_cmd_lab)
+
+    from structlab.gpucheck import BUDGET_SECONDS, RTOL  # no torch at import
+
+    gpu = sub.add_parser("gpu-check", parents=[common],
+                         help="on a CUDA GPU: the device tests, every chapter's smoke run on "
+                              "CUDA compared with its stored CPU run, step timings "
+                              "(results/gpu-check/<device>.json); refuses without a GPU")
+    gpu.add_argument("--chapters", help="comma-separated chapter slugs (default: every chapter)")
+    gpu.add_argument("--budget", type=float, default=BUDGET_SECONDS,
+                     help="seconds for the whole check; chapters still running at the end "
+                          "(less the timing's share) are stopped and reported")
+    gpu.add_argument("--rtol", type=float, default=RTOL,
+                     help="relative tolerance of the chapters' numbers, CPU against CUDA")
+    gpu.add_argument("-o", "--output", help="directory of the record (default results/gpu-check)")
+    gpu.add_argument("--no-tests", action="store_true", help="skip the device tests")
+    gpu.add_argument("--no-chapters", action="store_true", help="skip the chapters' runs")
+    gpu.add_argument("--no-timing", action="store_true", help="skip the step timings")
+    gpu.add_argument("--keep", action="store_true",
+                     help="keep the temporary directory of the runs (its path is printed)")
+    gpu.add_argument("--probe", action="store_true",
+                     help="only say whether this machine can run the check")
+    gpu.set_defaults(func=_cmd_gpu_check)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Bad input, one line each: every entry of the command line (``run``, ``sweep``, ``book``,
-``data``, ``status``, ``list``, ``lab``) refuses it before any work starts, with one line naming
-what is wrong and what it accepts (exit code 2); an error raised inside a chapter reaches the user
-as one line with the path of the partial notebook (exit code 1).
+``data``, ``status``, ``list``, ``lab``, ``gpu-check``) refuses it before any work starts, with
+one line naming what is wrong and what it accepts (exit code 2); an error raised inside a chapter
+reaches the user as one line with the path of the partial notebook (exit code 1).
 
 Each row of :data:`CASES` is one input, the exact line it gives and the exit code. Every row fails
 on the command line before this suite (a traceback, a kernel started for nothing, another line or
@@ -30,6 +30,8 @@ DATASETS = ("fashion-mnist, mnist5k, digits, nf-features, two-spirals, regressio
             "cifar10, cifar100, rotmnist, galaxy10, imagenette, imagewoof, isic2019, wordnet, ptb")
 MAPPING = "a mapping of parameter names to values"
 GRID = "a mapping of parameter names to lists of values"
+NO_GPU = ("structlab: error: gpu-check needs a CUDA GPU and torch.cuda.is_available() is False on "
+          "this machine (CUDA_VISIBLE_DEVICES is empty: every device is hidden); nothing was run")
 
 
 def _files(tmp: Path) -> None:
@@ -212,7 +214,13 @@ CASES = [
          "structlab: error: --port must be in [1, 65535], got 70000"),
     Case("unknown command", ["rnu", D],
          "structlab: error: argument command: invalid choice: 'rnu' (choose from 'list', 'run', "
-         "'sweep', 'status', 'scorecard', 'book', 'data', 'lab') (structlab -h for help)"),
+         "'sweep', 'status', 'scorecard', 'book', 'data', 'lab', 'gpu-check') (structlab -h for "
+         "help)"),
+    # gpu-check: without a GPU (the suite hides CUDA) refused before anything else is looked at
+    Case("gpu-check without GPU", ["gpu-check", "--chapters", "equivariance"], NO_GPU),
+    Case("gpu-check without GPU, bad budget", ["gpu-check", "--budget", "0"], NO_GPU),
+    Case("gpu-check unknown option", ["gpu-check", "--devices", "2"],
+         "structlab: error: unrecognized arguments: --devices 2 (structlab -h for help)"),
 ]
 
 
