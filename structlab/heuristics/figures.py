@@ -31,6 +31,7 @@ __all__ = [
     "plot_meta_parameters",
     "plot_widths",
     "plot_architecture",
+    "plot_depth_over_time",
 ]
 
 _META = [
@@ -399,3 +400,31 @@ def _axes(ax, *, width: float = 5.0, height: float = 3.2):
         return ax.figure, ax
     fig, ax = plotting.subplots(1, 1, width=width, row_height=height)
     return fig, ax
+
+
+def plot_depth_over_time(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    events: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+):
+    """Fig. 9 (top right): depth and parameters after every iteration of one or more searches
+    (label -> the ``rows`` of :class:`~structlab.heuristics.book.DepthLog`), with a tick for each
+    layer addition (up) and removal (down) when ``events`` are given."""
+    fig, axes = plotting.subplots(1, 2, width=8.4, row_height=3.0)
+    for i, (label, rows) in enumerate(runs.items()):
+        its = [r["iteration"] + 1 for r in rows]
+        color = plotting.color_for(i)
+        axes[0].plot(its, [r["depth"] for r in rows], marker="o", ms=3, color=color, label=label)
+        axes[1].plot(its, [r["params"] for r in rows], marker="o", ms=3, color=color, label=label)
+        for e in (events or {}).get(label, []):
+            y = next(r["depth"] for r in rows if r["iteration"] == e["iteration"])
+            axes[0].scatter([e["iteration"] + 1], [y], marker="^" if e["event"] == "added" else "v",
+                            s=28, color=color, zorder=3)
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("depth (layers on the longest path)")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1].set_xlabel("iteration")
+    axes[1].set_ylabel("parameters")
+    axes[1].set_yscale("log")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(fontsize=7)
+    return fig

@@ -197,13 +197,21 @@ def grow(
 
 # ---------------------------------------------------------------------- importance
 def importance_from(
-    activations: torch.Tensor, gradients: torch.Tensor, *, exponent: float = 33.0
+    activations: torch.Tensor, gradients: torch.Tensor, *, exponent: float | None = 33.0
 ) -> torch.Tensor:
     """``I = A (1 - B^exponent)`` per unit from activations ``sigma`` and their gradients
     ``d sigma`` over a set of examples: ``(N, units)`` for dense units, ``A = sum_i |sigma_i
     d sigma_i|``, ``B = mean_i 1[sigma_i > 0]``; ``(N, C, H, W)`` for channels, ``A = sum_i
-    |sum_{h,w} sigma d sigma|``, ``B`` over images and positions."""
+    |sum_{h,w} sigma d sigma|``, ``B`` over images and positions. ``exponent=None`` gives ``A``
+    alone (the first-order Taylor score without the firing-rate factor)."""
     a_sum, pos, count = _importance_terms(activations, gradients)
+    return _combine(a_sum, pos, count, exponent)
+
+
+def _combine(a_sum: torch.Tensor, pos: torch.Tensor, count: int,
+             exponent: float | None) -> torch.Tensor:
+    if exponent is None:
+        return a_sum
     return a_sum * (1 - (pos / count) ** exponent)
 
 
@@ -261,7 +269,7 @@ def importance_scores(
     batch_size: int = 512,
     samples: int | None = None,
     seed: int = 0,
-    exponent: float = 33.0,
+    exponent: float | None = 33.0,
 ) -> dict[str, torch.Tensor]:
     """Importance ``I = A (1 - B^33)`` of every hidden neuron of every branch, keyed by branch
     path (float64 on the CPU), over ``data`` (or a seeded subset of ``samples`` examples).
@@ -269,6 +277,7 @@ def importance_scores(
     Activations are read by forward hooks on the branches' activations and their gradients by
     :func:`torch.autograd.grad` of the loss summed over each batch (no parameter gradient is
     computed or touched). The model is evaluated in evaluation mode, its mode restored after.
+    ``exponent=None`` returns ``A`` alone.
     """
     device = get_device(device)
     loss_fn = loss_fn or _default_loss(data)
@@ -311,7 +320,7 @@ def importance_scores(
         if terms is None:
             raise ValueError("importance_scores needs at least one batch of data")
         a_sum, pos, count = terms
-        out[n] = (a_sum * (1 - (pos / count) ** exponent)).cpu()
+        out[n] = _combine(a_sum, pos, count, exponent).cpu()
     return out
 
 
@@ -543,6 +552,7 @@ def _run_iteration(
     for g in optimizer.param_groups:
         g["lr"] = meta.learning_rate
 
+    before_growth = _metrics(model, val, device, loss_fn)
     t = time.perf_counter()
     added = grow(
         model,
@@ -554,6 +564,7 @@ def _run_iteration(
         placement=cfg["placement"],
     )
     times["growth"] = time.perf_counter() - t
+    after_growth = _metrics(model, val, device, loss_fn)
 
     t = time.perf_counter()
     stop = FlatteningStop(meta.max_epochs, threshold=cfg["threshold"], min_epochs=meta.min_epochs)
@@ -663,6 +674,8 @@ def _run_iteration(
         "train_loss_curve": list(hist.train_loss),
         "train_loss": train_loss,
         "train_accuracy": hist.train_acc[-1] if hist.train_acc else float("nan"),
+        "val_loss_before_growth": before_growth["loss"],
+        "val_loss_after_growth": after_growth["loss"],
         "val_loss_grown": grown["loss"],
         "val_accuracy_grown": grown["accuracy"],
         "val_loss": final["loss"],
@@ -745,7 +758,9 @@ def heuristic_search(
 
     Returns:
         One record (dict of plain values) per iteration: ``params``, ``val_accuracy`` /
-        ``val_loss`` (after shrinking) and ``*_grown`` (after training), ``hidden_neurons``,
+        ``val_loss`` (after shrinking) and ``*_grown`` (after training),
+        ``val_loss_before_growth`` / ``val_loss_after_growth`` (evaluation mode, around the
+        growth phase), ``hidden_neurons``,
         ``depth``, ``widths``, ``added`` / ``removed`` per connection, ``layers_added`` /
         ``layers_removed``, ``epochs`` and ``stop_reason`` of the training phase,
         ``flattening_rate``, ``decay_epochs``, ``meta``, ``times``, ``architecture``
