@@ -391,3 +391,78 @@ def test_targets_are_checked_against_the_source_before_loading():
         load_targets("resnet", ["mnist5k"])
     tasks = load_targets("book", ["mnist5k"], n_train=50, n_test=20)
     assert len(tasks["mnist5k"].train) == 50 and tasks["mnist5k"].num_classes == 10
+
+
+def test_scaled_spectrum_eq37_and_authors_scaling():
+    from structlab.growprune import phi_of, scaled_spectrum
+
+    g = torch.Generator().manual_seed(0)
+    acts = torch.rand(40, 6, 3, 3, generator=g)  # 360 columns of 6 units
+    acts[:, 2] = 0.0
+    rows = acts.transpose(0, 1).reshape(6, -1).double()
+    n = rows.shape[1]
+    # eq. 37: the singular values of H / sqrt(n), and phi_ED as phi_from_gram computes it
+    ref = torch.linalg.svdvals(rows / math.sqrt(n))
+    assert torch.allclose(scaled_spectrum(acts), ref, atol=1e-6)
+    for eps in (1e-3, 1e-2, 0.3):
+        assert phi_of(acts, eps) == pytest.approx(phi_from_gram(unit_gram(acts), n, eps))
+    # the authors' code: H / sqrt(M); without subsampling a factor sqrt(n / M) larger
+    wide = scaled_spectrum(acts, scaling="width", limit_ratio=-1)
+    assert torch.allclose(wide, ref * math.sqrt(n / 6), atol=1e-6)
+    # with limit_ratio 3: 18 of the 360 columns, a dormant unit stays a zero singular value
+    sub = scaled_spectrum(acts, scaling="width", generator=torch.Generator().manual_seed(1))
+    assert sub.numel() == 6 and float(sub[-1]) < 1e-6 and float(sub[0]) > 0
+    assert phi_of(acts, 1e-6, scaling="width", generator=torch.Generator()) == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="scaling"):
+        scaled_spectrum(acts, scaling="rows")
+
+
+def test_scaled_config_multiplies_every_width():
+    from structlab.growprune import scaled_config
+
+    cfg = scaled_config(TINY, 2.0)
+    assert cfg["cfg"] == [8, "M", 12, "M"] and cfg["dense"] == [16]
+    assert scaled_config(TINY, 0.1)["cfg"] == [1, "M", 1, "M"]
+    assert scaled_config(TINY, 0.5, convs=False) == {**TINY, "dense": [4]}
+    assert TransferVGG(**cfg).widths() == {"conv0": 8, "conv1": 12, "dense0": 16}
+    with pytest.raises(ValueError):
+        scaled_config(TINY, 0.0)
+
+
+def test_validation_baseline_is_phi_on_validation_inputs_after_a_change():
+    model, opt, state, x, _ = _tiny_state()
+    val = torch.rand(64, 1, 8, 8)
+    dyno = _dyno_ready(state, x, initial_phi=1.0, baseline_data="validation", validation=val,
+                       scaling="width")
+    state.step = 10
+    dyno.grow_and_prune(state)
+    changed = {e["layer"] for e in dyno.events}
+    assert changed  # phi* = 1 prunes at the first evaluation
+    from structlab.growprune import DynamicBuffers, phi_of
+
+    slots = [s for s in model.layer_slots() if s.name in changed]
+    buffers = DynamicBuffers(model, slots, ratio=1.0, min_samples=64)
+    buffers.observe(val)
+    buffers.refill()
+    for s in slots:  # the same columns are drawn when the generator is replayed
+        assert 0 < dyno.trigger.phi_star[s.name] <= 1
+        assert dyno.trigger.phi_star[s.name] == pytest.approx(
+            phi_of(buffers[s.name].H, dyno.eps, scaling="samples"), abs=0.5)
+    buffers.remove()
+    with pytest.raises(ValueError, match="validation"):
+        DYNO(baseline_data="validation")
+    with pytest.raises(ValueError, match="scaling"):
+        DYNO(scaling="rows")
+
+
+def test_evaluation_changes_fill_every_evaluation():
+    from structlab.growprune import evaluation_changes
+
+    r = {"task": "t", "method": "dyno", "seed": 0, "initial_widths": {"a": 4, "b": 10},
+         "events": [{"step": 50, "layer": "b", "grown": 0, "pruned": 5},
+                    {"step": 150, "layer": "a", "grown": 2, "pruned": 0}]}
+    frame = evaluation_changes([r, {**r, "method": "static", "events": []}], 50, 200)
+    assert len(frame) == 4 * 2 and set(frame.method) == {"dyno"}
+    assert frame.pruned.sum() == 5 and frame.grown.sum() == 2
+    row = frame[(frame.step == 150) & (frame.layer == "a")].iloc[0]
+    assert row.grown_rel == pytest.approx(0.5)

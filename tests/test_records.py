@@ -19,6 +19,7 @@ from structlab.pipeline import project_root
 
 #: The module whose import closure each chapter's stored experiments depend on.
 MODULES = {"data_and_baselines": "structlab.baselines",
+           "grow_and_prune": "structlab.growprune.transfer",
            "heuristics_nas": "structlab.heuristics.book",
            "neural_operators": "structlab.operators.experiments"}
 RECORDS = project_root() / "records"

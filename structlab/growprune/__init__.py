@@ -26,9 +26,11 @@ small VGG pretrained on Fashion-MNIST classes 0-4) and the stored experiment
 from structlab.growprune.buffers import DynamicBuffers
 from structlab.growprune.dyno import DYNO
 from structlab.growprune.report import (
+    evaluation_changes,
     flops_trace,
     layer_changes,
     layer_effective_dimensions,
+    layer_spectra,
     runs_frame,
     summary_frame,
     total_change,
@@ -54,6 +56,7 @@ from structlab.growprune.transfer import (
     IMAGENETTE_CLASSES,
     IMAGEWOOF_CLASSES,
     METHODS,
+    SMALL_SOURCE_CONFIG,
     TransferTask,
     TransferVGG,
     WeightsUnavailableError,
@@ -67,9 +70,18 @@ from structlab.growprune.transfer import (
     load_source,
     load_targets,
     pretrain_source,
+    scaled_config,
     transfer_model,
 )
-from structlab.growprune.triggers import GrowPruneTrigger, phi_from_gram, trig_grow, trig_prune
+from structlab.growprune.triggers import (
+    SCALINGS,
+    GrowPruneTrigger,
+    phi_from_gram,
+    phi_of,
+    scaled_spectrum,
+    trig_grow,
+    trig_prune,
+)
 
 __all__ = [
     "AutoRGN",
@@ -83,6 +95,8 @@ __all__ = [
     "IMAGENET_VGG11_CONFIG",
     "IMAGEWOOF_CLASSES",
     "METHODS",
+    "SCALINGS",
+    "SMALL_SOURCE_CONFIG",
     "TransferTask",
     "TransferVGG",
     "WeightsUnavailableError",
@@ -91,6 +105,8 @@ __all__ = [
     "class_subset",
     "cosine_matrix",
     "dormant_units",
+    "evaluation_changes",
+    "layer_spectra",
     "finetune_run",
     "flops_trace",
     "fullscale_task",
@@ -103,11 +119,14 @@ __all__ = [
     "load_source",
     "load_targets",
     "phi_from_gram",
+    "phi_of",
     "pretrain_source",
     "relative_gradient_norms",
     "rgn_learning_rates",
     "rgn_param_groups",
     "runs_frame",
+    "scaled_config",
+    "scaled_spectrum",
     "select_prune",
     "summary_frame",
     "total_change",

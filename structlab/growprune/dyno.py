@@ -27,6 +27,14 @@ evaluation then prunes every layer down to the dimensions the target data really
 "immediately large architectural changes" of §7.3. With ``initial_phi=None`` each layer's
 ``phi*`` is its first measurement on the target data instead (as soon as the input FIFO holds
 enough samples), so only changes *during* fine-tuning trigger.
+
+Two readings of how phi_ED is measured (:data:`~structlab.growprune.triggers.SCALINGS`):
+``scaling="samples"`` is eq. 37, the singular values of ``H / sqrt(n)``; ``scaling="width"``
+is the authors' code, NeurOps' ``effective_rank`` with its default ``1 / sqrt(M)`` scaling on at
+most ``3 M`` sampled columns. And two of where ``phi*`` is measured after a change:
+``baseline_data="buffer"`` (at once, on the training buffer the trigger read) or
+``"validation"`` (the authors' code: at the start of the next cycle, on ``validation`` inputs
+through the changed network).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from torch import nn
 
 from structlab.growprune.buffers import DynamicBuffers
 from structlab.growprune.selection import init_grow, is_relu_layer, select_prune
-from structlab.growprune.triggers import GrowPruneTrigger, phi_from_gram
+from structlab.growprune.triggers import SCALINGS, GrowPruneTrigger, phi_from_gram, phi_of
 from structlab.models.slots import LayerSlot
 from structlab.neurogenesis.buffers import unit_gram
 from structlab.operators.units import add_units, remove_units
@@ -63,6 +71,11 @@ class DYNO(Callback):
         initial_phi: every layer's ``phi*`` before fine-tuning (1.0: full rank, as the authors'
             code); ``None``: the first measurement on the target data.
         seed: seed of the INIT_GROW candidates.
+        scaling: ``"samples"`` (eq. 37) or ``"width"`` (the authors' code), see the module
+            docstring.
+        baseline_data: ``"buffer"`` or ``"validation"`` (needs ``validation``): where ``phi*``
+            is measured after a change.
+        validation: inputs ``phi*`` is measured on when ``baseline_data="validation"``.
 
     After training, ``history.extra`` holds ``dyno_widths`` (per evaluation: ``step`` and each
     layer's width), ``dyno_events`` (``step``, ``layer``, ``pruned``, ``grown``, ``dormant``,
@@ -84,7 +97,17 @@ class DYNO(Callback):
         max_width: int | None = None,
         initial_phi: float | None = 1.0,
         seed: int = 0,
+        scaling: str = "samples",
+        baseline_data: str = "buffer",
+        validation: torch.Tensor | None = None,
     ) -> None:
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+        if baseline_data not in ("buffer", "validation"):
+            raise ValueError(f"baseline_data must be buffer or validation, got {baseline_data!r}")
+        if baseline_data == "validation" and validation is None:
+            raise ValueError("baseline_data='validation' needs validation inputs")
+        self.scaling, self.baseline_data, self.validation = scaling, baseline_data, validation
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         if candidates_per_unit < 1:
@@ -158,7 +181,30 @@ class DYNO(Callback):
 
     def _phi(self, slot: LayerSlot) -> float:
         buf = self.buffers[slot.name]
-        return phi_from_gram(buf.gram(), buf.columns, self.eps)
+        if self.scaling == "samples":
+            return phi_from_gram(buf.gram(), buf.columns, self.eps)
+        return self._phi_acts(buf.H)
+
+    def _phi_acts(self, acts: torch.Tensor) -> float:
+        """phi_ED of activations ``(n, M[, h, w])`` with this DYNO's scaling."""
+        return phi_of(acts, self.eps, scaling=self.scaling, generator=self.generator)
+
+    @torch.no_grad()
+    def _validation_baselines(self, state: TrainState, names: set[str]) -> None:
+        """``phi*`` of the layers ``names`` on the validation inputs through the current
+        network (the authors' code: the start of the cycle after a change)."""
+        slots = [s for s in self.slots(state.model) if s.name in names]
+        if not slots:
+            return
+        x = self.validation.to(next(state.model.parameters()).device)
+        val = DynamicBuffers(state.model, slots, ratio=1.0, min_samples=int(x.shape[0]))
+        try:
+            val.observe(x)
+            val.refill()
+            for s in slots:
+                self.trigger.reset(s.name, self._phi_acts(val[s.name].H))
+        finally:
+            val.remove()
 
     @torch.no_grad()
     def grow_and_prune(self, state: TrainState) -> None:
@@ -168,6 +214,7 @@ class DYNO(Callback):
         buffers.refill()
         h_stale: set[str] = set()  # later layers whose activations changed (a pruned layer)
         x_stale: set[str] = set()  # layers whose inputs changed (a grown layer)
+        changed: set[str] = set()
         for i, slot in enumerate(slots):
             name = slot.name
             if name in h_stale:
@@ -178,7 +225,7 @@ class DYNO(Callback):
                 continue
             buf = buffers[name]
             gram, cols = buf.gram(), buf.columns
-            phi = phi_from_gram(gram, cols, self.eps)
+            phi = self._phi(slot)
             if not self.trigger.has_baseline(name):
                 self.trigger.reset(name, phi)
                 continue
@@ -197,7 +244,8 @@ class DYNO(Callback):
                 remove_units(model, slot, idx, optimizer=state.optimizer)
                 gram = gram.index_select(0, keep_idx).index_select(1, keep_idx)
                 H = H.index_select(1, keep_idx.to(H.device))
-                phi = phi_from_gram(gram, cols, self.eps)
+                phi = (phi_from_gram(gram, cols, self.eps) if self.scaling == "samples"
+                       else self._phi_acts(H))
                 self.trigger.reset(name, phi)
                 event.update(pruned=int(idx.numel()), dormant=dormant)
                 h_stale.update(s.name for s in slots[i + 1 :])
@@ -218,7 +266,8 @@ class DYNO(Callback):
                 add_units(model, slot, k_grow, fan_in=fan_in, fan_out="zeros",
                           optimizer=state.optimizer)
                 full = torch.cat([H, acts.to(H)], dim=1)
-                phi = phi_from_gram(unit_gram(full), cols, self.eps)
+                phi = (phi_from_gram(unit_gram(full), cols, self.eps)
+                       if self.scaling == "samples" else self._phi_acts(full))
                 self.trigger.reset(name, phi)
                 event["grown"] = k_grow
                 readers = {id(c.module) for c in slot.consumers}
@@ -226,5 +275,8 @@ class DYNO(Callback):
             if event["pruned"] or event["grown"]:
                 event["phi"] = phi
                 self.events.append(event)
+                changed.add(name)
+        if changed and self.baseline_data == "validation":
+            self._validation_baselines(state, changed)
         self._log(state)
         self.phi_log.append({"step": state.step, **self.trigger.phi_star})

@@ -12,7 +12,8 @@ from structlab import plotting
 
 warnings.filterwarnings("ignore", message="The figure layout has changed to tight")
 
-__all__ = ["plot_accuracy_vs_flops", "plot_flops_over_training", "plot_layer_changes"]
+__all__ = ["plot_accuracy_vs_flops", "plot_flops_over_training", "plot_layer_changes",
+           "plot_spectra", "plot_changes_over_training", "plot_width_sweep"]
 
 _MARKERS = "osD^v<>"
 
@@ -96,4 +97,75 @@ def plot_layer_changes(changes: pd.DataFrame, methods: Sequence[str]):
             ax.set_title(f"{m}: {task}", fontsize=9)
         axes[r][0].set_ylabel("units / original width")
     axes[0][0].legend(fontsize=8)
+    return fig
+
+
+def plot_spectra(spectra: pd.DataFrame, eps: float):
+    """The diagnosis: each hidden layer's singular values (eq. 37's scaling solid, the authors'
+    code dashed) against their position ``rank / M``, one line per source and target, and the
+    threshold ``eps``. ``spectra`` is :func:`~structlab.growprune.report.layer_spectra` with
+    ``source`` and ``task`` columns."""
+    layers = list(dict.fromkeys(spectra.layer))
+    fig, axes = plotting.subplots(1, len(layers), width=3.0 * len(layers), row_height=3.0,
+                                  squeeze=False)
+    keys = list(dict.fromkeys(zip(spectra.source, spectra.task)))
+    for ax, layer in zip(axes[0], layers):
+        for i, key in enumerate(keys):
+            for scaling, style in (("samples", "-"), ("width", "--")):
+                sub = spectra[(spectra.layer == layer) & (spectra.source == key[0])
+                              & (spectra.task == key[1]) & (spectra.scaling == scaling)]
+                if sub.empty:
+                    continue
+                ax.plot(sub.position, sub.sigma.clip(lower=1e-6), style,
+                        color=plotting.color_for(i), lw=1.2,
+                        label=f"{key[0]}, {key[1]}" if scaling == "samples" else None)
+        ax.axhline(eps, color="k", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-6, None)
+        ax.set_title(layer)
+        ax.set_xlabel("rank / width")
+    axes[0][0].set_ylabel("singular value")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def plot_changes_over_training(changes: pd.DataFrame):
+    """Figure 35 over training: units grown (up) and pruned (down) per evaluation, summed over
+    layers and averaged over seeds, one panel per task and one line per DYNO method.
+    ``changes`` is :func:`~structlab.growprune.report.evaluation_changes`."""
+    tasks, methods = _tasks(changes), _methods(changes)
+    fig, axes = plotting.subplots(1, len(tasks), width=4.2 * len(tasks), row_height=3.0,
+                                  squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, m in enumerate(methods):
+            sub = changes[(changes.task == task) & (changes.method == m)]
+            per = sub.groupby(["seed", "step"])[["grown", "pruned"]].sum().groupby("step").mean()
+            ax.plot(per.index, per.grown, marker="^", ms=3, color=plotting.color_for(i),
+                    label=f"{m} grown")
+            ax.plot(per.index, -per.pruned, marker="v", ms=3, ls="--",
+                    color=plotting.color_for(i), label=f"{m} pruned")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_title(task)
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("units grown (+) / pruned (-) per evaluation")
+    axes[0][-1].legend(fontsize=7)
+    return fig
+
+
+def plot_width_sweep(sweep: pd.DataFrame):
+    """Static fine-tuning of sources of several widths: test accuracy (mean ± std over seeds)
+    against the width factor, one line per task. ``sweep`` has ``task``, ``factor``,
+    ``accuracy``."""
+    fig, axes = plotting.subplots(1, 1, width=4.5, row_height=3.2, squeeze=False)
+    ax = axes[0][0]
+    for i, task in enumerate(_tasks(sweep)):
+        g = sweep[sweep.task == task].groupby("factor").accuracy
+        mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+        ax.errorbar(mean.index, mean, yerr=std, marker=_MARKERS[i], capsize=3,
+                    color=plotting.color_for(i), label=task)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("width factor of the source")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
     return fig

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from structlab.growprune.buffers import DynamicBuffers
-from structlab.growprune.triggers import phi_from_gram
+from structlab.growprune.triggers import SCALINGS, phi_from_gram, scaled_spectrum
 
-__all__ = ["layer_effective_dimensions", "runs_frame", "summary_frame", "layer_changes",
-           "flops_trace", "total_change"]
+__all__ = ["layer_spectra", "evaluation_changes", "layer_effective_dimensions", "runs_frame",
+           "summary_frame", "layer_changes", "flops_trace", "total_change"]
 
 
 def runs_frame(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -89,3 +89,50 @@ def layer_effective_dimensions(model: nn.Module, inputs: torch.Tensor, *, eps: f
                          if buffers.ready(s) else float("nan")) for s in slots}
     finally:
         buffers.remove()
+
+
+@torch.no_grad()
+def layer_spectra(model: nn.Module, inputs: torch.Tensor, *, scalings: Sequence[str] = SCALINGS,
+                  ratio: float = 2.0, min_samples: int = 64, seed: int = 0) -> pd.DataFrame:
+    """The singular values phi_ED thresholds (eq. 37), per hidden layer, on the samples DYNO's
+    buffer would hold (:class:`~structlab.growprune.buffers.DynamicBuffers` on ``inputs``): one
+    row per layer, scaling and singular value, with ``rank`` (0 = largest), ``position``
+    (``(rank + 0.5) / M``) and ``sigma``."""
+    slots = model.layer_slots()
+    buffers = DynamicBuffers(model, slots, ratio=ratio, min_samples=min_samples)
+    rows = []
+    try:
+        buffers.observe(inputs)
+        buffers.refill()
+        for s in slots:
+            acts = buffers[s.name].H
+            for scaling in scalings:
+                sv = scaled_spectrum(acts, scaling=scaling,
+                                     generator=torch.Generator().manual_seed(seed))
+                M = sv.numel()
+                rows += [{"layer": s.name, "width": M, "scaling": scaling, "rank": i,
+                          "position": (i + 0.5) / M, "sigma": float(v)}
+                         for i, v in enumerate(sv.tolist())]
+    finally:
+        buffers.remove()
+    return pd.DataFrame(rows)
+
+
+def evaluation_changes(results: Sequence[Mapping[str, Any]], every: int, steps: int
+                       ) -> pd.DataFrame:
+    """Units grown and pruned at every trigger evaluation of every DYNO run (zeros where
+    nothing changed): one row per run, evaluation step and layer, relative to the layer's
+    original width as well (``grown_rel``, ``pruned_rel``)."""
+    rows = []
+    for r in results:
+        if "dyno" not in r["method"]:
+            continue
+        by_key = {(e["step"], e["layer"]): e for e in r["events"]}
+        for step in range(every, steps + 1, every):
+            for i, (layer, width) in enumerate(r["initial_widths"].items()):
+                e = by_key.get((step, layer), {"grown": 0, "pruned": 0})
+                rows.append({"task": r["task"], "method": r["method"], "seed": r["seed"],
+                             "step": step, "layer": layer, "layer_index": i,
+                             "grown": e["grown"], "pruned": e["pruned"],
+                             "grown_rel": e["grown"] / width, "pruned_rel": e["pruned"] / width})
+    return pd.DataFrame(rows)

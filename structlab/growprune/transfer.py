@@ -51,6 +51,8 @@ __all__ = [
     "IMAGEWOOF_CLASSES",
     "IMAGENET_VGG11_CONFIG",
     "BOOK_SOURCE_CONFIG",
+    "SMALL_SOURCE_CONFIG",
+    "scaled_config",
     "WeightsUnavailableError",
     "TransferVGG",
     "TransferTask",
@@ -101,10 +103,11 @@ IMAGENET_VGG11_CONFIG: dict[str, Any] = {
     "std": list(_IMAGENET_STD),
 }
 
-#: The book's small VGG for 28 x 28 grey images: three convolutions, one hidden dense layer.
+#: The book's small VGG for 28 x 28 grey images: three convolutions and, like VGG-11's
+#: classifier, two wide hidden dense layers (a 3 % move of phi_ED is then many directions).
 BOOK_SOURCE_CONFIG: dict[str, Any] = {
     "cfg": [16, "M", 32, "M", 64, "M"],
-    "dense": [128],
+    "dense": [512, 512],
     "in_channels": 1,
     "num_classes": 5,
     "input_size": 28,
@@ -113,6 +116,24 @@ BOOK_SOURCE_CONFIG: dict[str, Any] = {
     "mean": None,
     "std": None,
 }
+
+
+#: The previous book source (one hidden dense layer of 128): the chapter's diagnosis runs it.
+SMALL_SOURCE_CONFIG: dict[str, Any] = {**BOOK_SOURCE_CONFIG, "dense": [128]}
+
+
+def scaled_config(config: Mapping[str, Any], factor: float, *, convs: bool = True
+                  ) -> dict[str, Any]:
+    """``config`` with every hidden dense width and (when ``convs``) every convolution's
+    channels multiplied by ``factor`` (rounded, at least 1): the static nets of several
+    widths."""
+    if factor <= 0:
+        raise ValueError(f"factor must be positive, got {factor}")
+    out = dict(config)
+    if convs:
+        out["cfg"] = [c if c == "M" else max(1, round(c * factor)) for c in config["cfg"]]
+    out["dense"] = [max(1, round(d * factor)) for d in config["dense"]]
+    return out
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -422,6 +443,9 @@ def finetune_run(
     buffer_ratio: float = 2.0,
     min_samples: int = 64,
     initial_phi: float | None = 1.0,
+    scaling: str = "samples",
+    baseline_data: str = "buffer",
+    validation_size: int = 512,
     device: str | torch.device = "auto",
     store: ExperimentStore | None = None,
 ) -> dict[str, Any]:
@@ -435,8 +459,10 @@ def finetune_run(
         steps, batch_size: iterations and samples per iteration (1000 x 64).
         every: trigger period of DYNO and of the FLOPs / widths trace (50).
         lr, weight_decay: Adam's settings (3e-4, 1e-3).
-        delta, eps, candidates_per_unit, buffer_ratio, min_samples, initial_phi: DYNO's
-            settings (:class:`DYNO`).
+        delta, eps, candidates_per_unit, buffer_ratio, min_samples, initial_phi, scaling,
+            baseline_data: DYNO's settings (:class:`DYNO`).
+        validation_size: training images (drawn with ``seed``) ``phi*`` is measured on when
+            ``baseline_data="validation"`` (the book targets have no validation split).
         store: an experiment store: the run is stored under ``finetune_run`` and resumed.
 
     Returns:
@@ -454,6 +480,9 @@ def finetune_run(
               "weight_decay": weight_decay, "delta": delta, "eps": eps,
               "candidates_per_unit": candidates_per_unit, "buffer_ratio": buffer_ratio,
               "min_samples": min_samples, "initial_phi": initial_phi}
+    if scaling != "samples" or baseline_data != "buffer":  # older records keep their keys
+        params.update(scaling=scaling, baseline_data=baseline_data,
+                      validation_size=validation_size)
 
     def compute() -> dict[str, Any]:
         dev = get_device(device)
@@ -467,7 +496,10 @@ def finetune_run(
         if method in ("dyno", "dyno+sft"):
             dyno = DYNO(every=every, delta=delta, eps=eps,
                         candidates_per_unit=candidates_per_unit, buffer_ratio=buffer_ratio,
-                        min_samples=min_samples, initial_phi=initial_phi, seed=seed)
+                        min_samples=min_samples, initial_phi=initial_phi, seed=seed,
+                        scaling=scaling, baseline_data=baseline_data,
+                        validation=None if baseline_data == "buffer" else
+                        task.train.subset(validation_size, seed=seed).inputs.to(dev))
             callbacks.append(dyno)
         if method in ("sft", "dyno+sft"):
             callbacks.append(AutoRGN(lr))
@@ -494,7 +526,10 @@ def finetune_run(
             "train_loss": history.train_loss[-1] if history.train_loss else float("nan"),
         }
 
-    name = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"finetune-{task.name}-{method}-seed{seed}")
+    tag = "" if scaling == "samples" and baseline_data == "buffer" else (
+        f"-{scaling}-{baseline_data}")
+    name = re.sub(r"[^A-Za-z0-9._=-]+", "-",
+                  f"finetune-{task.name}-{method}{tag}-seed{seed}")
     return run_experiment(store, name, params, compute)
 
 
@@ -519,13 +554,16 @@ def load_targets(source: str, targets: Sequence[str], *, n_train: int | None = N
 
 def load_source(source: str, *, n_train: int | None = None, epochs: int = 3, seed: int = 0,
                 device: str | torch.device = "auto", store: ExperimentStore | None = None,
-                download: bool | None = None) -> dict[str, Any]:
-    """The pretrained network: ``"book"`` pretrains the small VGG on Fashion-MNIST classes 0-4
-    (``n_train`` images, ``None``: all 30,000; tested on all 5,000 test images) with
-    :func:`pretrain_source`; ``"imagenet-vgg11"`` is :func:`imagenet_vgg11`."""
+                download: bool | None = None,
+                config: Mapping[str, Any] = BOOK_SOURCE_CONFIG) -> dict[str, Any]:
+    """The pretrained network: ``"book"`` pretrains the small VGG (``config``, default
+    :data:`BOOK_SOURCE_CONFIG`) on Fashion-MNIST classes 0-4 (``n_train`` images, ``None``: all
+    30,000; tested on all 5,000 test images) with :func:`pretrain_source`;
+    ``"imagenet-vgg11"`` is :func:`imagenet_vgg11`."""
     if source == "book":
         train, test = book_source_data(n_train, None, seed=seed)
-        return pretrain_source(train, test, epochs=epochs, seed=seed, device=device, store=store)
+        return pretrain_source(train, test, config=config, epochs=epochs, seed=seed,
+                               device=device, store=store)
     if source == "imagenet-vgg11":
         return imagenet_vgg11(download=download)
     raise ValueError(f"unknown source {source!r}; choose from book, imagenet-vgg11")

@@ -20,7 +20,13 @@ import math
 
 import torch
 
-__all__ = ["phi_from_gram", "trig_prune", "trig_grow", "GrowPruneTrigger"]
+__all__ = ["SCALINGS", "phi_from_gram", "phi_of", "scaled_spectrum", "trig_prune", "trig_grow",
+           "GrowPruneTrigger"]
+
+#: Scalings of ``H`` before thresholding its singular values: ``"samples"`` is eq. 37
+#: (``H / sqrt(n)``); ``"width"`` is the authors' code (``k8lion/DYNO`` calls NeurOps'
+#: ``effective_rank``, which scales by ``1 / sqrt(M)``, on at most ``3 M`` sampled columns).
+SCALINGS = ("samples", "width")
 
 
 def phi_from_gram(gram: torch.Tensor, columns: int, eps: float = 1e-2) -> float:
@@ -37,6 +43,52 @@ def phi_from_gram(gram: torch.Tensor, columns: int, eps: float = 1e-2) -> float:
         raise ValueError(f"columns must be positive, got {columns}")
     lam = torch.linalg.eigvalsh(gram.double() / columns)
     return float((lam > eps * eps).sum()) / M
+
+
+def _unit_rows(acts: torch.Tensor) -> torch.Tensor:
+    """``(n[ h w], M)``: the transposed unit matrix of activations ``(n, M[, h, w])`` (a
+    convolution's positions count as samples, §7.2)."""
+    a = acts.detach()
+    if a.dim() > 2:
+        a = a.transpose(0, 1).reshape(a.shape[1], -1).T
+    return a.reshape(a.shape[0], -1)
+
+
+def scaled_spectrum(acts: torch.Tensor, *, scaling: str = "samples", limit_ratio: int = 3,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """The singular values (descending, float64) that phi_ED thresholds, of a layer's
+    activations ``(n, M[, h, w])``.
+
+    ``scaling="samples"``: those of ``H / sqrt(n)`` with ``n`` the columns of the unit matrix
+    (eq. 37). ``scaling="width"``: the authors' code, those of ``H / sqrt(M)`` on at most
+    ``limit_ratio * M`` columns drawn without replacement with ``generator`` (NeurOps'
+    ``effective_rank(..., limit_ratio=3)`` as ``k8lion/DYNO`` calls it).
+    """
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+    rows = _unit_rows(acts).double()
+    n, M = rows.shape
+    if M == 0 or n == 0:
+        raise ValueError("empty activations")
+    if scaling == "samples":
+        lam = torch.linalg.eigvalsh(rows.T @ rows / n)
+    else:
+        if limit_ratio > 0 and n > limit_ratio * M:
+            pick = torch.randperm(n, generator=generator)[: limit_ratio * M].to(rows.device)
+            rows = rows.index_select(0, pick)
+        lam = torch.linalg.eigvalsh(rows.T @ rows / M)
+    return lam.clamp(min=0).sqrt().flip(0)
+
+
+def phi_of(acts: torch.Tensor, eps: float = 1e-2, *, scaling: str = "samples",
+           limit_ratio: int = 3, generator: torch.Generator | None = None) -> float:
+    """phi_ED (eq. 37) of activations ``(n, M[, h, w])``: the fraction of the ``M`` singular
+    values of :func:`scaled_spectrum` above ``eps``."""
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    sv = scaled_spectrum(acts, scaling=scaling, limit_ratio=limit_ratio, generator=generator)
+    M = _unit_rows(acts).shape[1]
+    return float((sv > eps).sum()) / M
 
 
 def _floor(x: float) -> int:
