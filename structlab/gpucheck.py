@@ -413,11 +413,16 @@ def _workloads(size: str) -> dict[str, Callable[[Any], Callable[[], None]]]:
         x = torch.randn(shape, generator=g).to(device)
         return x, torch.randint(0, classes, (shape[0],), generator=g).to(device)
 
-    def plain_step(model, opt, x, y):
+    def plain_step(model, opt, x, y, state=None, callback=None):
+        """One optimiser step; with a callback, then ``callback.on_step_end(state)`` (buffers,
+        triggers, growth or pruning when due), the step counted in ``state``."""
         def step() -> None:
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             opt.step()
+            if callback is not None:
+                state.step += 1
+                callback.on_step_end(state)
         return step
 
     def operators(device):
@@ -475,14 +480,7 @@ def _workloads(size: str) -> dict[str, Callable[[Any], Callable[[], None]]]:
         cb = Neurogenesis("north-select", max_width=16 if tiny else 128,
                           buffer_size=batch * 2, candidates=20, seed=0)
         cb.on_train_begin(state)
-
-        def step() -> None:  # a step, then the callback: buffers, trigger, growth if due
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            state.optimizer.step()
-            state.step += 1
-            cb.on_step_end(state)
-        return step
+        return plain_step(model, opt, x, y, state, cb)
 
     def growprune(device):
         from structlab.growprune import DYNO, TransferVGG
@@ -500,14 +498,7 @@ def _workloads(size: str) -> dict[str, Callable[[Any], Callable[[], None]]]:
         state.inputs, state.targets = x, y
         dyno = DYNO(every=10, min_samples=batch)
         dyno.on_train_begin(state)
-
-        def step() -> None:  # a step, then DYNO's buffers and (every 10th) its evaluation
-            state.optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            state.optimizer.step()
-            state.step += 1
-            dyno.on_step_end(state)
-        return step
+        return plain_step(model, opt, x, y, state, dyno)  # DYNO evaluates every 10th step
 
     def heuristics(device):
         from structlab.heuristics import HRN
